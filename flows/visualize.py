@@ -1,0 +1,64 @@
+"""Flow: from simulation output to a clickable 3D view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
+from prefect_hpcviz.tasks import (
+    Publication,
+    publish_visualization,
+    reduce_dataset,
+    render_thumbnail,
+    summarize_dataset,
+)
+
+
+@flow(name="visualize-simulation")
+def visualize_simulation(
+    source: str,
+    recipe: Any = None,
+    title: str | None = None,
+    out_dir: str | None = None,
+    cluster: LocalDaskCluster | None = None,
+    launcher: LocalLauncher | None = None,
+    gateway: VizGateway | None = None,
+    warm: bool = False,
+) -> Publication:
+    """Reduce ``source`` on Dask and publish a link to an interactive 3D view.
+
+    Artifacts of the run: a markdown artifact whose thumbnail links to the
+    view, a link artifact, and a table of fields, ranges, time steps, bytes
+    before and after reduction and the reduction time. The link is logged too.
+
+    Args:
+        source: simulation output: a .pvd series, a VTK XML file, NetCDF or
+            Zarr, as a path or fsspec URL.
+        recipe: a reduction recipe (YAML file, YAML text, dict or Recipe);
+            a default that keeps the volume small when empty.
+        title: shown in the artifact and the app; the file name when empty.
+        out_dir: where reduced data goes (``$HPCVIZ_HOME/reduced``).
+        cluster: where the reduction runs (a LocalDaskCluster when empty).
+        launcher: where the viz server runs when the link is opened.
+        gateway: the gateway that hands out the link (from the environment
+            when empty, as ``hpcviz visualize`` sets it).
+        warm: start the viz server now instead of on the first click.
+
+    Example:
+        >>> publication = visualize_simulation("run/output.pvd", recipe="overview.yaml")
+        >>> print(publication.link)
+    """
+    summary = summarize_dataset(source)
+    reduced = reduce_dataset(source, recipe, summary=summary, out_dir=out_dir, cluster=cluster)
+    thumbnail = render_thumbnail(reduced)
+    return publish_visualization(
+        reduced,
+        summary=summary,
+        thumbnail=thumbnail,
+        title=title,
+        gateway=gateway,
+        launcher=launcher,
+        warm=warm,
+    )

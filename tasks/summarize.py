@@ -1,0 +1,32 @@
+"""Task: what is in a dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from prefect_hpcviz.tasks.retry import unless_bad_input
+from prefect_hpcviz.viz.datasets import DatasetSummary, summarize
+
+
+@task(name="summarize-dataset", retries=2, retry_delay_seconds=2, retry_condition_fn=unless_bad_input)
+def summarize_dataset(source: str, storage_options: dict[str, Any] | None = None) -> DatasetSummary:
+    """Format, fields with ranges, bounds, time steps and bytes of ``source``.
+
+    Example:
+        >>> summary = summarize_dataset("run/output.pvd")
+        >>> [f.name for f in summary.fields]
+        ['pressure', 'velocity']
+    """
+    summary = summarize(source, storage_options=storage_options)
+    get_run_logger().info(
+        "%s: %s %s, %d time steps, fields %s, %.1f MB",
+        source,
+        summary.format,
+        summary.kind,
+        len(summary.time_values),
+        ", ".join(f.name for f in summary.fields),
+        summary.nbytes / 1e6,
+    )
+    return summary

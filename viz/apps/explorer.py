@@ -1,0 +1,323 @@
+"""Explorer: look at a (reduced) dataset in the browser, rendered on the server.
+
+The view is the ``Scene`` of ``viz/scene.py`` (outline, live contour, the
+recipe's layers, scalar bar), rendered server-side into a trame-vtk
+``VtkRemoteView`` so a browser without a GPU gets images. Controls: field,
+colormap, contour value, time step, reset camera.
+
+Run it alone (no authentication; for your own machine)::
+
+    python -m prefect_hpcviz.viz.apps.explorer --data out/reduced/3f2a9c0d41b7e8aa --port 8080
+
+or through ``python -m prefect_hpcviz.viz.serve --app explorer --data PATH``,
+which adds the session key, readiness report and idle exit.
+
+DOM hooks for browser tests (stable; keep them when changing the UI):
+
+- ``#hpcviz-title``: the title; its text is the dataset's name.
+- ``#hpcviz-view``: the container of the remote view; an ``<img>`` with a
+  non-zero ``naturalWidth`` appears inside it once the first frame arrived.
+- ``[data-testid=time-slider]``: the time slider (a Vuetify ``v-slider``;
+  focus ``.v-slider-thumb`` and press ArrowRight / ArrowLeft to move it).
+- ``#hpcviz-time-label``: ``t = <time value> (<step + 1>/<steps>)``.
+- ``[data-testid=field-select]``, ``[data-testid=cmap-select]``: field and
+  colormap selectors (Vuetify ``v-select``).
+- ``[data-testid=contour-slider]``, ``#hpcviz-contour-label``: contour value
+  slider and its ``<field> = <value>`` label.
+- ``[data-testid=reset-camera]``: the reset-camera button.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pyvista as pv  # noqa: E402
+from trame.app import TrameApp  # noqa: E402
+from trame.decorators import change  # noqa: E402
+from trame.ui.vuetify3 import VAppLayout  # noqa: E402
+from trame.widgets import html  # noqa: E402
+from trame.widgets import vtk as vtk_widgets  # noqa: E402
+from trame.widgets import vuetify3 as v  # noqa: E402
+
+from prefect_hpcviz.viz.scene import COLORMAPS, build_scene, dataset_title, load_view_data  # noqa: E402
+
+__all__ = ["ExplorerApp", "create_app", "main"]
+
+_SLIDER_STEPS = 200
+
+
+def _testid(widget_cls: type, testid: str, **kwargs: Any) -> Any:
+    """A trame widget with a ``data-testid`` attribute."""
+    return widget_cls(data_testid=testid, __properties=[("data_testid", "data-testid")], **kwargs)
+
+
+class ExplorerApp(TrameApp):
+    """The explorer app on one trame server.
+
+    Args:
+        data: a ``ReducedDataset`` or ``Dataset`` (see ``load_view_data``).
+        server: a trame server or its name (default: a new one).
+        window_size: initial render size; the browser resizes it.
+
+    Example:
+        >>> app = ExplorerApp(load_view_data("out/reduced/3f2a9c0d41b7e8aa"))
+        >>> app.server.start(port=8080, open_browser=False)
+    """
+
+    def __init__(
+        self, data: Any, server: Any = None, *, window_size: tuple[int, int] = (1024, 768)
+    ) -> None:
+        super().__init__(server, client_type="vue3")
+        self.data = data
+
+        # -- pipeline ---------------------------------------------------------
+        self.plotter = pv.Plotter(off_screen=True, window_size=window_size)
+        self.scene = build_scene(self.plotter, data)
+        self.plotter.render_window.Render()  # compile shaders now, not on the first client
+
+        # -- state --------------------------------------------------------------
+        scene = self.scene
+        self.state.trame__title = f"hpcviz · {dataset_title(data)}"
+        self.state.update(
+            {
+                "title": dataset_title(data),
+                "field_items": [
+                    {
+                        "title": f.name if f.components == 1 else f"{f.name} (magnitude)",
+                        "value": f.name,
+                    }
+                    for f in scene.fields
+                ],
+                "field": scene.field,
+                "cmap_items": list(COLORMAPS),
+                "cmap": scene.cmap,
+                "time_values": scene.time_values,
+                "time_max": len(scene.time_values) - 1,
+                "time_index": scene.step,
+                "contour_value": scene.contour_value,
+                "show_controls": True,
+            }
+        )
+        self._set_contour_range()
+        self._set_time_label()
+        self._set_contour_label()
+
+        self.ui = self._build_ui()
+
+    # -- state changes ------------------------------------------------------------
+
+    @change("field")
+    def _on_field(self, field: str | None, **_: Any) -> None:
+        if field and field != self.scene.field:
+            self.scene.update(field=field, render=False)
+            self._set_contour_range()
+            self.state.contour_value = self.scene.contour_value
+            self._set_contour_label()
+            self._push()
+
+    @change("cmap")
+    def _on_cmap(self, cmap: str, **_: Any) -> None:
+        if cmap and cmap != self.scene.cmap:
+            self.scene.update(cmap=cmap, render=False)
+            self._push()
+
+    @change("contour_value")
+    def _on_contour(self, contour_value: float, **_: Any) -> None:
+        if contour_value is not None and float(contour_value) != self.scene.contour_value:
+            self.scene.update(contour_value=float(contour_value), render=False)
+            self._set_contour_label()
+            self._push()
+
+    @change("time_index")
+    def _on_time(self, time_index: int, **_: Any) -> None:
+        step = int(time_index)
+        if step != self.scene.step:
+            self.scene.update(step=step, render=False)
+            self._set_time_label()
+            self._push()
+
+    def reset_camera(self) -> None:
+        """Isometric view of the whole volume."""
+        self.scene.reset_camera()
+        self._push()
+
+    def _push(self) -> None:
+        self.ctrl.view_update()  # renders server-side and sends the image to every client
+
+    def _set_contour_range(self) -> None:
+        info = self.scene.field_info()
+        lo, hi = info.range if info else (0.0, 1.0)
+        self.state.contour_min = lo
+        self.state.contour_max = hi
+        self.state.contour_step = (hi - lo) / _SLIDER_STEPS if hi > lo else 1.0
+
+    def _set_time_label(self) -> None:
+        step, times = self.scene.step, self.scene.time_values
+        self.state.time_label = f"t = {times[step]:g} ({step + 1}/{len(times)})"
+
+    def _set_contour_label(self) -> None:
+        self.state.contour_label = f"{self.scene.field or ''} = {self.scene.contour_value:.4g}"
+
+    # -- UI ---------------------------------------------------------------------
+
+    def _build_ui(self) -> VAppLayout:
+        with VAppLayout(self.server, theme="dark", full_height=True) as layout:
+            with v.VAppBar(density="compact", color="#0a1628", elevation=1):
+                v.VAppBarNavIcon(click="show_controls = !show_controls")
+                v.VToolbarTitle("{{ title }}", id="hpcviz-title", classes="text-subtitle-1")
+                with html.Div(classes="d-flex align-center", style="width: 45%; min-width: 260px"):
+                    _testid(
+                        v.VSlider,
+                        "time-slider",
+                        v_model=("time_index", self.scene.step),
+                        min=0,
+                        max=("time_max",),
+                        step=1,
+                        disabled=("time_max < 1",),
+                        hide_details=True,
+                        density="compact",
+                        color="#4c8bf5",
+                        classes="mx-2",
+                    )
+                    html.Span(
+                        "{{ time_label }}",
+                        id="hpcviz-time-label",
+                        classes="text-caption text-no-wrap ml-3 mr-4",
+                        style="min-width: 8em",
+                    )
+
+            with v.VNavigationDrawer(v_model=("show_controls",), width=280, color="#10203a"):
+                with v.VContainer(classes="pa-4 d-flex flex-column ga-4"):
+                    _testid(
+                        v.VSelect,
+                        "field-select",
+                        label="Field",
+                        v_model=("field",),
+                        items=("field_items",),
+                        density="compact",
+                        hide_details=True,
+                    )
+                    _testid(
+                        v.VSelect,
+                        "cmap-select",
+                        label="Colormap",
+                        v_model=("cmap",),
+                        items=("cmap_items",),
+                        density="compact",
+                        hide_details=True,
+                    )
+                    html.Div("Contour", classes="text-caption text-medium-emphasis")
+                    _testid(
+                        v.VSlider,
+                        "contour-slider",
+                        v_model=("contour_value",),
+                        min=("contour_min",),
+                        max=("contour_max",),
+                        step=("contour_step",),
+                        hide_details=True,
+                        density="compact",
+                        color="#4c8bf5",
+                    )
+                    html.Div("{{ contour_label }}", id="hpcviz-contour-label", classes="text-caption")
+                    with _testid(
+                        v.VBtn,
+                        "reset-camera",
+                        click=self.reset_camera,
+                        variant="tonal",
+                        prepend_icon="mdi-crop-free",
+                    ):
+                        html.Span("Reset camera")
+
+            with v.VMain():
+                with v.VContainer(
+                    fluid=True, id="hpcviz-view", classes="hpcviz-view pa-0 fill-height"
+                ):
+                    view = vtk_widgets.VtkRemoteView(
+                        self.plotter.render_window,
+                        ref="hpcviz_view",
+                        interactive_ratio=0.5,
+                        interactive_quality=60,
+                        still_ratio=1,
+                        still_quality=92,
+                    )
+                    self.ctrl.view_update = view.update
+        self.server.add_protocol_to_configure(_faster_first_image)
+        return layout
+
+
+def _faster_first_image(protocol: Any) -> None:
+    """Poll for a frame still being encoded every 50 ms instead of trame-vtk's 0.5 s.
+
+    trame-vtk encodes frames in a background thread; a frame that is not ready
+    ("stale") is fetched again after 0.5 s, then 1 s, ... which delays the
+    first image by seconds.
+    """
+    from trame_vtk.modules.vtk.protocols import vtkWebPublishImageDelivery
+
+    for linked in protocol.getLinkProtocols():
+        if isinstance(linked, vtkWebPublishImageDelivery):
+            linked.delta_stale_time_before_render = 0.05
+            linked.stale_count_limit = 40
+
+
+def create_app(data_path: str | os.PathLike, server: Any = None) -> ExplorerApp:
+    """Open a dataset and build the explorer app on a trame server.
+
+    The data is opened first, so a bad path fails before any port is bound.
+
+    Args:
+        data_path: a reduced directory or any dataset ``open_dataset`` reads.
+        server: a trame server or its name (default: a new one).
+
+    Raises:
+        InputError: the data cannot be opened.
+
+    Example:
+        >>> app = create_app("out/reduced/3f2a9c0d41b7e8aa")
+        >>> app.server.start(port=0, open_browser=False)
+    """
+    return ExplorerApp(load_view_data(data_path), server=server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the explorer alone: ``python -m prefect_hpcviz.viz.apps.explorer --data PATH``.
+
+    No authentication and no idle exit: for a workstation. Compute jobs use
+    ``prefect_hpcviz.viz.serve``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m prefect_hpcviz.viz.apps.explorer",
+        description="Explore a dataset in the browser (no authentication; local use).",
+    )
+    parser.add_argument("--data", required=True, help="reduced directory or dataset")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    args = parser.parse_args(argv)
+
+    from prefect_hpcviz.viz import serve
+
+    return serve.main(
+        [
+            "--app",
+            "explorer",
+            "--data",
+            args.data,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--idle-timeout",
+            "0",
+            "--no-auth",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""Launch on click: one viz server session per visualization, from click to ready to stopped.
+
+A session goes ``queued`` (job submitted) -> ``starting`` (job running, app
+not yet listening) -> ``ready`` (the app reported host:port) and ends
+``stopped`` (idle, revoked, restarted, server exited cleanly) or ``failed``
+(with the reason and the job's log tail).
+
+The server command is ``python -m prefect_hpcviz.viz.serve --app APP --data DATA
+--report-url URL --idle-timeout S``, or the launcher's ``options.command``
+template (see :func:`render_command`). The session key reaches the job only
+through the environment (``HPCVIZ_SESSION_KEY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from prefect_hpcviz.viz.backends import Backend, JobSpec, JobState, backend_class, get_backend
+from prefect_hpcviz.viz.errors import HpcvizError, InputError
+from prefect_hpcviz.viz.gateway.config import GatewayConfig
+from prefect_hpcviz.viz.gateway.registry import (
+    FAILED,
+    QUEUED,
+    READY,
+    STARTING,
+    STOPPED,
+    Registry,
+    Session,
+    Visualization,
+)
+
+log = logging.getLogger(__name__)
+
+SERVE_MODULE = "prefect_hpcviz.viz.serve"
+PLACEHOLDERS = ("python", "app", "data", "report_url", "idle_timeout", "session_id", "viz_id")
+LOG_TAIL_LINES = 60
+
+MESSAGES = {
+    "none": "No viz server is running.",
+    QUEUED: "Waiting for a node to run the viz server…",
+    STARTING: "Starting the viz server…",
+    READY: "Ready.",
+    FAILED: "The viz server failed.",
+    STOPPED: "The viz server stopped.",
+}
+
+
+class ReadyRejected(HpcvizError):
+    """A ready report was refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def render_command(template: list[str], values: dict[str, str]) -> list[str]:
+    """Fill ``{placeholder}`` fields of a launcher command template.
+
+    Placeholders: ``{python}`` (the gateway's interpreter), ``{app}``, ``{data}``,
+    ``{report_url}``, ``{idle_timeout}`` (seconds), ``{session_id}``, ``{viz_id}``.
+    Write ``{{`` / ``}}`` for literal braces. The session key is never a
+    placeholder: it is in the job's environment as ``HPCVIZ_SESSION_KEY``.
+
+    Example:
+        >>> render_command(["{python}", "-m", "mysite.viz", "--data", "{data}"],
+        ...                {"python": "/usr/bin/python3", "data": "/scratch/run1"})
+        ['/usr/bin/python3', '-m', 'mysite.viz', '--data', '/scratch/run1']
+    """
+    out = []
+    for part in template:
+        try:
+            out.append(part.format_map(values))
+        except KeyError as exc:
+            raise InputError(
+                "launcher options.command",
+                f"unknown placeholder {{{exc.args[0]}}} in {part!r}",
+                f"use only {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
+            ) from None
+        except (ValueError, IndexError) as exc:
+            raise InputError(
+                "launcher options.command", f"bad template {part!r} ({exc})", "write {{ and }} for braces"
+            ) from None
+    return out
+
+
+def default_command(values: dict[str, str]) -> list[str]:
+    """The standard viz server command line for one session."""
+    return [
+        values["python"], "-m", SERVE_MODULE,
+        "--app", values["app"],
+        "--data", values["data"],
+        "--report-url", values["report_url"],
+        "--idle-timeout", values["idle_timeout"],
+    ]  # fmt: skip
+
+
+def normalize_launcher(launcher: Any, default: dict[str, Any]) -> dict[str, Any]:
+    """Check a registration's launcher ``{"kind", "options"}``; InputError naming the problem.
+
+    ``options`` are the backend's keyword arguments, plus the optional
+    ``command`` template the gateway itself uses.
+
+    Example:
+        >>> normalize_launcher({"kind": "local", "options": {"command": ["{python}", "app.py"]}},
+        ...                    {"kind": "local", "options": {}})["kind"]
+        'local'
+    """
+    if launcher is None:
+        launcher = default
+    if not isinstance(launcher, dict):
+        raise InputError("launcher", "must be an object", 'give {"kind": "local", "options": {}}')
+    extra = set(launcher) - {"kind", "options"}
+    if extra:
+        raise InputError(
+            "launcher", f"unknown key(s) {', '.join(sorted(extra))}", "use only kind and options"
+        )
+    kind = launcher.get("kind") or "local"
+    if not isinstance(kind, str):
+        raise InputError("launcher.kind", "must be a string", "give e.g. local")
+    options = launcher.get("options") or {}
+    if not isinstance(options, dict):
+        raise InputError("launcher.options", "must be an object", "give the backend's settings as key: value")
+    options = dict(options)
+    command = options.pop("command", None)
+    if command is not None:
+        if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
+            raise InputError(
+                "launcher options.command",
+                "must be a non-empty list of strings",
+                'give e.g. ["{python}", "-m", "mysite.serve"]',
+            )
+        render_command(command, {p: p for p in PLACEHOLDERS})
+    backend_class(kind)
+    get_backend(kind, options)  # unknown or bad options fail now, not at the first click
+    if command is not None:
+        options["command"] = command
+    return {"kind": kind, "options": options}
+
+
+class SessionManager:
+    """Starts, watches, culls and stops the viz server sessions of one gateway.
+
+    Example:
+        >>> # manager = SessionManager(config, registry); await manager.start()
+        >>> # session = manager.ensure(registry.get_visualization(viz_id))
+    """
+
+    def __init__(self, config: GatewayConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.launched: set[str] = set()
+        self._backends: dict[str, Backend] = {}
+        self._current: dict[str, Session] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._activity: dict[str, float] = {}
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._culler: asyncio.Task | None = None
+        self._host_re = re.compile(config.allowed_backend_hosts)
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start the background task that culls idle sessions and notices ended jobs."""
+        self._culler = asyncio.ensure_future(self._cull_forever())
+
+    async def close(self, *, stop_launched: bool = False) -> None:
+        """Stop background work; with ``stop_launched`` also stop this instance's sessions."""
+        if self._culler is not None:
+            self._culler.cancel()
+            await asyncio.gather(self._culler, return_exceptions=True)
+        if stop_launched:
+            await self.stop_all(self.launched, "the gateway stopped")
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush_activity()
+
+    async def stop_all(self, session_ids: set[str], reason: str) -> None:
+        """Stop these sessions (those still active) concurrently."""
+        active = [sid for sid in session_ids if (s := self.registry.get_session(sid)) and s.active]
+        await asyncio.gather(*(self.stop_session(sid, reason) for sid in active), return_exceptions=True)
+
+    # ------------------------------------------------------------------ query
+    def current(self, viz_id: str) -> Session | None:
+        """The newest session of a visualization (any state), or None."""
+        session = self._current.get(viz_id)
+        if session is None:
+            session = self.registry.latest_session(viz_id)
+            if session is not None:
+                self._current[viz_id] = session
+        return session
+
+    def status(self, viz_id: str) -> dict[str, Any]:
+        """What the waiting page shows: state, phase, message, reason, log tail."""
+        session = self.current(viz_id)
+        state = session.state if session else "none"
+        data: dict[str, Any] = {
+            "state": state,
+            "phase": state,
+            "message": MESSAGES.get(state, state),
+            "reason": session.reason if session else "",
+            "session_id": session.id if session else None,
+        }
+        if state == FAILED:
+            data["log_tail"] = session.log_tail
+        return data
+
+    async def wait_for_change(self, viz_id: str, since: str | None, timeout: float) -> dict[str, Any]:
+        """The status as soon as its state differs from ``since`` (or after ``timeout`` s)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            status = self.status(viz_id)
+            remaining = deadline - time.monotonic()
+            if since is None or status["state"] != since or remaining <= 0:
+                return status
+            event = self._changed.setdefault(viz_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    # --------------------------------------------------------------- activity
+    def touch(self, session_id: str) -> None:
+        """Note proxied traffic for a session (cheap; flushed to SQLite by the culler)."""
+        self._activity[session_id] = time.time()
+
+    def socket_opened(self, session_id: str, ws: web.WebSocketResponse) -> None:
+        self._sockets.setdefault(session_id, set()).add(ws)
+
+    def socket_closed(self, session_id: str, ws: web.WebSocketResponse) -> None:
+        self._sockets.get(session_id, set()).discard(ws)
+
+    async def close_sockets(self, reason: str) -> None:
+        """Close every proxied browser websocket (1001, going away), e.g. at shutdown."""
+        for sockets in list(self._sockets.values()):
+            for ws in list(sockets):
+                await _quietly(ws.close(code=1001, message=reason.encode()[:123]))
+
+    # ----------------------------------------------------------------- launch
+    def ensure(self, viz: Visualization) -> Session:
+        """The visualization's active session, or a new one being launched."""
+        session = self.current(viz.id)
+        if session is not None and session.active:
+            return session
+        return self.launch(viz)
+
+    def launch(self, viz: Visualization) -> Session:
+        """Create a session row and start launching its job in the background."""
+        session = self.registry.add_session(viz.id, str(viz.launcher.get("kind", "local")))
+        self._current[viz.id] = session
+        self.launched.add(session.id)
+        self._ready[session.id] = asyncio.Event()
+        self._tasks[session.id] = asyncio.ensure_future(self._launch(viz, session))
+        self._notify(viz.id)
+        return session
+
+    async def restart(self, viz: Visualization) -> Session:
+        """Stop the current session (if any) and launch a new one."""
+        session = self.current(viz.id)
+        if session is not None and session.active:
+            await self.stop_session(session.id, "restarted on request")
+        return self.launch(viz)
+
+    def job_spec(self, viz: Visualization, session: Session) -> JobSpec:
+        """The JobSpec of a session: command from the launcher, key in env."""
+        values = {
+            "python": sys.executable,
+            "app": viz.app,
+            "data": viz.data,
+            "report_url": f"{self.config.internal_base}/api/sessions/{session.id}/ready",
+            "idle_timeout": str(max(1, round(self.config.idle_timeout_s))),
+            "session_id": session.id,
+            "viz_id": viz.id,
+        }
+        template = (viz.launcher.get("options") or {}).get("command")
+        command = render_command(template, values) if template else default_command(values)
+        env = {"HPCVIZ_SESSION_KEY": session.secret, "HPCVIZ_SESSION_ID": session.id, "HPCVIZ_VIZ_ID": viz.id}
+        if viz.view:
+            env["HPCVIZ_VIEW"] = json.dumps(viz.view)
+        return JobSpec(
+            name=f"hpcviz-{viz.id}",
+            command=command,
+            env=env,
+            workdir=self.config.state_dir / "jobs" / viz.id,
+        )
+
+    def backend_for(self, launcher: dict[str, Any]) -> Backend:
+        """One backend instance per distinct launcher (kind + options)."""
+        kind = str(launcher.get("kind", "local"))
+        options = {k: v for k, v in (launcher.get("options") or {}).items() if k != "command"}
+        if kind == "local":
+            options.setdefault("workdir", str(self.config.state_dir / "jobs"))
+        key = json.dumps([kind, options], sort_keys=True, default=str)
+        backend = self._backends.get(key)
+        if backend is None:
+            backend = self._backends[key] = get_backend(kind, options)
+        return backend
+
+    def _backend_of(self, session: Session) -> Backend | None:
+        viz = self.registry.get_visualization(session.viz_id)
+        if viz is None:
+            return None
+        try:
+            return self.backend_for(viz.launcher)
+        except HpcvizError:
+            return None
+
+    async def _launch(self, viz: Visualization, session: Session) -> None:
+        try:
+            backend = self.backend_for(viz.launcher)
+            spec = self.job_spec(viz, session)
+            job_id = await backend.submit(spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure ends as a readable reason
+            log.warning("launch of session %s failed: %s", session.id, exc)
+            self._tasks.pop(session.id, None)
+            await self._fail(session.id, f"could not start the viz server: {exc}")
+            return
+        current = self.registry.get_session(session.id)
+        if current is not None and current.active:
+            self._update(session.id, job_id=job_id)
+        else:  # stopped while we were submitting
+            await _quietly(backend.stop(job_id))
+            return
+        await self._watch_until_ready(session.id, backend, session.created_at + self.config.launch_timeout_s)
+
+    async def _watch_until_ready(self, session_id: str, backend: Backend, deadline: float) -> None:
+        """Phase 1: job queued -> running; phase 2: wait for the app's ready report."""
+        delay = 0.05
+        try:
+            while True:
+                session = self.registry.get_session(session_id)
+                if session is None or session.state not in (QUEUED, STARTING):
+                    return
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    await self._fail(
+                        session_id,
+                        f"the viz server did not report ready within {self.config.launch_timeout_s:g} s",
+                    )
+                    return
+                if session.job_id:
+                    job = await backend.state(session.job_id)
+                    if job.state.ended:
+                        if self.registry.get_session(session_id).state == READY:
+                            return
+                        why = job.reason or "exit code 0"
+                        await self._fail(session_id, f"the viz server exited before it was ready ({why})")
+                        return
+                    if job.state in (JobState.STARTING, JobState.RUNNING) and session.state == QUEUED:
+                        self._update(session_id, state=STARTING)
+                event = self._ready.setdefault(session_id, asyncio.Event())
+                try:
+                    await asyncio.wait_for(event.wait(), min(delay, remaining))
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 1.5, 1.0)
+        finally:
+            if self._tasks.get(session_id) is asyncio.current_task():
+                self._tasks.pop(session_id, None)
+
+    def mark_ready(self, session_id: str, key: str, host: Any, port: Any) -> Session:
+        """Accept a job's ready report; ReadyRejected (with an HTTP status) otherwise."""
+        session = self.registry.get_session(session_id)
+        if session is None:
+            raise ReadyRejected(404, f"no session {session_id}")
+        if not hmac.compare_digest(key.encode(), session.secret.encode()):
+            raise ReadyRejected(403, "the session key does not match")
+        if not isinstance(host, str) or not self._host_re.fullmatch(host):
+            raise ReadyRejected(
+                403,
+                f"host {host!r} is not allowed for viz servers (allowed_backend_hosts = "
+                f"{self.config.allowed_backend_hosts!r}); the gateway operator can widen the pattern",
+            )
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ReadyRejected(400, f"port {port!r} is not a TCP port number")
+        if session.state not in (QUEUED, STARTING):
+            raise ReadyRejected(409, f"the session is {session.state} ({session.reason}); start a new one")
+        now = time.time()
+        session = self._update(session_id, state=READY, host=host, port=port, ready_at=now, last_activity=now)
+        self._activity[session_id] = now
+        self._ready.setdefault(session_id, asyncio.Event()).set()
+        return session
+
+    # ------------------------------------------------------------------- stop
+    async def stop_session(self, session_id: str, reason: str, state: str = STOPPED) -> Session | None:
+        """End a session: mark it (so nothing is proxied to it), close its sockets, stop its job."""
+        session = self.registry.get_session(session_id)
+        if session is None or not session.active:
+            return session
+        task = self._tasks.pop(session_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        session = self._update(session_id, state=state, reason=reason)
+        for ws in list(self._sockets.pop(session_id, ())):
+            await _quietly(ws.close(code=1001, message=b"the viz server was stopped"))
+        backend = self._backend_of(session)
+        if backend is not None and session.job_id:
+            await _quietly(backend.stop(session.job_id))
+        return session
+
+    async def backend_lost(self, session_id: str, detail: str) -> Session | None:
+        """The proxy could not reach a ready session: record why it stopped."""
+        session = self.registry.get_session(session_id)
+        if session is None or session.state != READY:
+            return session
+        backend = self._backend_of(session)
+        job = None
+        if backend is not None and session.job_id:
+            job = await _quietly(backend.state(session.job_id))
+        if job is not None and job.state.ended:
+            state = STOPPED if job.state is JobState.DONE else FAILED
+            reason = "the viz server ended" + (f" ({job.reason})" if job.reason else "")
+        else:
+            state = FAILED
+            reason = f"the viz server stopped accepting connections ({detail})"
+            if backend is not None and session.job_id:
+                await _quietly(backend.stop(session.job_id))
+        return await self._end(session, state, reason, backend)
+
+    async def _end(self, session: Session, state: str, reason: str, backend: Backend | None) -> Session:
+        tail = ""
+        if backend is not None and session.job_id:
+            tail = await _quietly(backend.logs(session.job_id, LOG_TAIL_LINES)) or ""
+        return self._update(session.id, state=state, reason=reason, log_tail=tail)
+
+    async def _fail(self, session_id: str, reason: str) -> None:
+        session = self.registry.get_session(session_id)
+        if session is None:
+            return
+        backend = self._backend_of(session)
+        if backend is not None and session.job_id:
+            await _quietly(backend.stop(session.job_id))
+        await self._end(session, FAILED, reason, backend)
+
+    # ------------------------------------------------------------------ cull
+    async def _cull_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s)
+            try:
+                await self.check_sessions()
+            except Exception:
+                log.exception("checking sessions failed")
+
+    async def check_sessions(self) -> None:
+        """One pass: stop idle sessions, record ended jobs, adopt launches of an earlier gateway."""
+        self._flush_activity()
+        now = time.time()
+        for session in self.registry.active_sessions():
+            if session.state == READY:
+                last = session.last_activity or session.ready_at or session.created_at
+                if now - last > self.config.idle_timeout_s:
+                    await self.stop_session(
+                        session.id, f"stopped after {_duration(self.config.idle_timeout_s)} without activity"
+                    )
+                    continue
+                backend = self._backend_of(session)
+                if backend is None or not session.job_id:
+                    continue
+                job = await _quietly(backend.state(session.job_id))
+                if job is not None and job.state.ended:
+                    state = STOPPED if job.state is JobState.DONE else FAILED
+                    reason = "the viz server ended" + (f" ({job.reason})" if job.reason else "")
+                    await self._end(session, state, reason, backend)
+            elif session.id not in self._tasks:
+                self._adopt(session)
+
+    def _adopt(self, session: Session) -> None:
+        backend = self._backend_of(session)
+        if backend is None:
+            return
+        self._ready.setdefault(session.id, asyncio.Event())
+        deadline = session.created_at + self.config.launch_timeout_s
+        self._tasks[session.id] = asyncio.ensure_future(
+            self._watch_until_ready(session.id, backend, deadline)
+        )
+
+    def _flush_activity(self) -> None:
+        activity, self._activity = self._activity, {}
+        try:
+            self.registry.record_activity(activity)
+        except Exception:
+            self._activity.update(activity)
+            raise
+
+    # ---------------------------------------------------------------- notify
+    def _update(self, session_id: str, **fields: Any) -> Session:
+        session = self.registry.update_session(session_id, **fields)
+        assert session is not None
+        current = self._current.get(session.viz_id)
+        if current is None or current.id == session.id or session.created_at >= current.created_at:
+            self._current[session.viz_id] = session
+        if fields.get("state") in (FAILED, STOPPED):  # ended: forget what only a live session needs
+            self._ready.pop(session_id, None)
+            self.launched.discard(session_id)
+            if not self._sockets.get(session_id):
+                self._sockets.pop(session_id, None)
+        if "state" in fields:
+            self._notify(session.viz_id)
+        return session
+
+    def _notify(self, viz_id: str) -> None:
+        event = self._changed.pop(viz_id, None)
+        if event is not None:
+            event.set()
+
+
+async def _quietly(awaitable):
+    """Await; log and swallow errors (used where a failure must not hide the real one)."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
