@@ -119,14 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(visualize)
     visualize.set_defaults(func=cmd_visualize)
 
-    gateway = commands.add_parser(
+    commands.add_parser(
         "gateway",
         help="run the gateway (the one public door to viz servers)",
         add_help=False,
         description="Run the gateway. `hpcviz gateway --help` lists its options.",
     )
 
-    serve = commands.add_parser(
+    commands.add_parser(
         "serve",
         help="run a viz server for one session (what a compute job runs)",
         add_help=False,

@@ -85,6 +85,20 @@ def small_simulation(session_dir: Path) -> Path:
     return write_synthetic(session_dir / "small-sim", shape=(40, 40, 40), steps=3)
 
 
+@pytest.fixture(scope="session")
+def small_reduced(session_dir: Path):
+    """The 32^3, 3-step synthetic simulation reduced with a contour and a slice layer."""
+    from distributed import Client, LocalCluster
+
+    from prefect_hpcviz.viz.datasets import write_synthetic
+    from prefect_hpcviz.viz.reduce import Recipe, reduce_dataset
+
+    recipe = Recipe.from_yaml("steps:\n  - contour: {field: pressure, values: [0.6]}\n  - slice: {normal: [0, 0, 1]}\n")
+    sim = write_synthetic(session_dir / "scene-sim", shape=(32, 32, 32), steps=3)
+    with LocalCluster(processes=False, n_workers=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        return reduce_dataset(sim, recipe, session_dir / "scene-reduced", client=client)
+
+
 @pytest.fixture(scope="module")
 def chromium_browser():
     """Debian's Chromium driven by Playwright's sync API (no browser download).

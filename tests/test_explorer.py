@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
@@ -14,28 +13,9 @@ from trame.app import get_server
 from prefect_hpcviz.viz.apps import APPS, get_app_factory
 from prefect_hpcviz.viz.errors import InputError
 
-RECIPE = """
-steps:
-  - contour: {field: pressure, values: [0.6]}
-  - slice: {normal: [0, 0, 1]}
-"""
 
-
-@pytest.fixture(scope="module")
-def reduced_dir(session_dir: Path) -> Path:
-    """A 32^3, 3-step synthetic simulation reduced with a contour and a slice layer."""
-    from distributed import Client, LocalCluster
-
-    from prefect_hpcviz.viz.datasets import write_synthetic
-    from prefect_hpcviz.viz.reduce import Recipe, reduce_dataset
-
-    sim = write_synthetic(session_dir / "scene-sim", shape=(32, 32, 32), steps=3)
-    with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, Client(cluster) as client:
-        return reduce_dataset(sim, Recipe.from_yaml(RECIPE), session_dir / "scene-reduced", client=client).path
-
-
-def test_the_explorer_offers_the_fields_colormaps_and_time_steps_of_the_data(reduced_dir):
-    app = get_app_factory("explorer")(reduced_dir, server=get_server("explorer-offers"))
+def test_the_explorer_offers_the_fields_colormaps_and_time_steps_of_the_data(small_reduced):
+    app = get_app_factory("explorer")(small_reduced.path, server=get_server("explorer-offers"))
     state = app.state
 
     assert state.title == "simulation.pvd"
@@ -51,8 +31,8 @@ def test_the_explorer_offers_the_fields_colormaps_and_time_steps_of_the_data(red
         assert hook in html
 
 
-def test_moving_the_controls_updates_the_scene_and_the_labels(reduced_dir):
-    app = get_app_factory("explorer")(reduced_dir, server=get_server("explorer-controls"))
+def test_moving_the_controls_updates_the_scene_and_the_labels(small_reduced):
+    app = get_app_factory("explorer")(small_reduced.path, server=get_server("explorer-controls"))
     state = app.state
     state.ready()
     first = app.plotter.screenshot(return_img=True).astype(np.int16)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
@@ -13,25 +12,6 @@ import pyvista as pv
 
 from prefect_hpcviz.viz.errors import InputError
 from prefect_hpcviz.viz.scene import build_scene, load_view_data
-
-RECIPE = """
-steps:
-  - contour: {field: pressure, values: [0.6]}
-  - slice: {normal: [0, 0, 1]}
-"""
-
-
-@pytest.fixture(scope="module")
-def reduced(session_dir: Path):
-    """A 32^3, 3-step synthetic simulation reduced with a contour and a slice layer."""
-    from distributed import Client, LocalCluster
-
-    from prefect_hpcviz.viz.datasets import write_synthetic
-    from prefect_hpcviz.viz.reduce import Recipe, reduce_dataset
-
-    sim = write_synthetic(session_dir / "scene-sim", shape=(32, 32, 32), steps=3)
-    with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, Client(cluster) as client:
-        return reduce_dataset(sim, Recipe.from_yaml(RECIPE), session_dir / "scene-reduced", client=client)
 
 
 @pytest.fixture
@@ -45,13 +25,13 @@ def image(plotter: pv.Plotter) -> np.ndarray:
     return plotter.screenshot(return_img=True).astype(np.int16)
 
 
-def test_a_reduced_dataset_shows_its_outline_a_live_contour_and_its_layers(reduced, plotter):
-    scene = build_scene(plotter, reduced)
+def test_a_reduced_dataset_shows_its_outline_a_live_contour_and_its_layers(small_reduced, plotter):
+    scene = build_scene(plotter, small_reduced)
 
     assert scene.field == "pressure"
-    lo, hi = reduced.fields[0].range
+    lo, hi = small_reduced.fields[0].range
     assert scene.contour_value == pytest.approx((lo + hi) / 2)
-    assert [layer.name for layer in scene.layers] == [layer.name for layer in reduced.layers]
+    assert [layer.name for layer in scene.layers] == [layer.name for layer in small_reduced.layers]
     actors = plotter.renderer.actors
     assert {"outline", "main", "layer:contour_pressure", "layer:slice_z"} <= set(actors)
     contour = actors["main"].mapper.GetInput()
@@ -61,8 +41,8 @@ def test_a_reduced_dataset_shows_its_outline_a_live_contour_and_its_layers(reduc
     assert np.allclose(actors["outline"].mapper.GetInput().GetBounds(), scene.volume(0).bounds)
 
 
-def test_changing_the_time_step_swaps_inputs_and_changes_the_image(reduced, plotter):
-    scene = build_scene(plotter, reduced)
+def test_changing_the_time_step_swaps_inputs_and_changes_the_image(small_reduced, plotter):
+    scene = build_scene(plotter, small_reduced)
     before = image(plotter)
     actors_before = dict(plotter.renderer.actors)
 
@@ -74,8 +54,8 @@ def test_changing_the_time_step_swaps_inputs_and_changes_the_image(reduced, plot
     assert scene.step == 2
 
 
-def test_contour_value_field_and_colormap_each_change_the_image(reduced, plotter):
-    scene = build_scene(plotter, reduced)
+def test_contour_value_field_and_colormap_each_change_the_image(small_reduced, plotter):
+    scene = build_scene(plotter, small_reduced)
     shots = [image(plotter)]
     n_points = plotter.renderer.actors["main"].mapper.GetInput().GetNumberOfPoints()
 
@@ -111,8 +91,8 @@ def test_a_plain_dataset_is_shown_whole(session_dir, plotter):
     assert image(plotter).std() > 5
 
 
-def test_unknown_field_colormap_or_step_names_what_is_allowed(reduced, plotter):
-    scene = build_scene(plotter, reduced)
+def test_unknown_field_colormap_or_step_names_what_is_allowed(small_reduced, plotter):
+    scene = build_scene(plotter, small_reduced)
     with pytest.raises(InputError, match="pressure, velocity"):
         scene.update(field="temperature")
     with pytest.raises(InputError, match="viridis"):
