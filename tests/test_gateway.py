@@ -634,7 +634,10 @@ def standby_pids(state_dir: Path) -> set[int]:
 
 def test_a_click_goes_to_the_waiting_standby_and_a_new_one_replaces_it(small_simulation, tmp_path):
     assert standby_pids(tmp_path) == set()
-    with EmbeddedGateway(state_dir=tmp_path, launch_timeout_s=60, poll_interval_s=0.2) as gw:
+    launcher = {"kind": "local", "options": {"standby_delay_s": 0.5}}
+    with EmbeddedGateway(
+        state_dir=tmp_path, launch_timeout_s=60, poll_interval_s=0.2, default_launcher=launcher
+    ) as gw:
         waiting = wait_until(lambda: standby_pids(tmp_path), 30, "a standby server started with the gateway")
         assert len(waiting) == 1
         client = gw.client()

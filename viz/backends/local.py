@@ -44,8 +44,6 @@ _JOB_ID = re.compile(r"^(\d+)\.(\d+)$")
 _SERVE_MODULE = "prefect_hpcviz.viz.serve"
 _MAX_STANDBY_FAILURES = 3
 """Standbys that die on their own in a row before the backend stops starting them."""
-_REPLACE_AFTER_S = 2.0
-"""Seconds after a launch before the next standby starts (not to compete with its first frame)."""
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +68,9 @@ class LocalBackend:
         standby: pre-started viz servers kept waiting per app (0: none).
             They start with :meth:`warm_up` and after each launch that used
             one; :meth:`close` stops them.
+        standby_delay_s: seconds after a launch before the next standby
+            starts, so that its start (about 1.5 s of one core) does not slow
+            the session being opened on a small machine.
 
     Example:
         >>> import asyncio, sys
@@ -87,13 +88,18 @@ class LocalBackend:
     kind = "local"
 
     def __init__(
-        self, workdir: str | os.PathLike | None = None, grace_s: float = 5.0, standby: int = 1
+        self,
+        workdir: str | os.PathLike | None = None,
+        grace_s: float = 5.0,
+        standby: int = 1,
+        standby_delay_s: float = 10.0,
     ) -> None:
         self.workdir = Path(workdir) if workdir else default_workdir()
         self.grace_s = float(grace_s)
         self.standby = int(standby)
         if self.standby < 0:
             raise ValueError(f"standby={standby}: give 0 (none) or more")
+        self.standby_delay_s = float(standby_delay_s)
         self._standbys: dict[str, list[_Standby]] = {}
         self._standby_failures = 0
         self._timers: set[asyncio.TimerHandle] = set()
@@ -114,7 +120,7 @@ class LocalBackend:
         if spec.assignment is not None and self.standby > 0:
             job_id = self._assign_to_standby(spec)
             # Later, not now: on a small machine a standby starting up would
-            # slow this session's first frame.
+            # slow the session being opened (and a browser on the same machine).
             self._warm_up_later(str(spec.assignment.get("app") or "explorer"))
             if job_id is not None:
                 return job_id
@@ -169,7 +175,7 @@ class LocalBackend:
                 return
 
     def _warm_up_later(self, app: str) -> None:
-        handle = asyncio.get_running_loop().call_later(_REPLACE_AFTER_S, self._warm_up_timer, app)
+        handle = asyncio.get_running_loop().call_later(self.standby_delay_s, self._warm_up_timer, app)
         self._timers.add(handle)
 
     def _warm_up_timer(self, app: str) -> None:
