@@ -613,3 +613,62 @@ async def test_in_a_browser_the_waiting_page_turns_into_the_app_or_into_the_erro
 
 async def _contains(page, text: str) -> bool:
     return text in await _page_text(page)
+
+
+# ------------------------------------------------------------------- standby
+def standby_pids(state_dir: Path) -> set[int]:
+    """Running children of this process started as ``serve --standby`` by the gateway on ``state_dir``."""
+    found = set()
+    for child in psutil.Process().children():
+        try:
+            if (
+                "--standby" in child.cmdline()
+                and Path(child.cwd()).is_relative_to(state_dir)
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.add(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_click_goes_to_the_waiting_standby_and_a_new_one_replaces_it(small_simulation, tmp_path):
+    assert standby_pids(tmp_path) == set()
+    launcher = {"kind": "local", "options": {"standby_delay_s": 0.5}}
+    with EmbeddedGateway(
+        state_dir=tmp_path, launch_timeout_s=60, poll_interval_s=0.2, default_launcher=launcher
+    ) as gw:
+        waiting = wait_until(lambda: standby_pids(tmp_path), 30, "a standby server started with the gateway")
+        assert len(waiting) == 1
+        client = gw.client()
+        reg = client.register(str(small_simulation))
+        browser = Browser(gw)
+        browser.open(reg.link)
+        assert browser.get(f"/s/{reg.id}/").status_code == 200  # the waiting page; it launches
+        browser.wait_for_state(reg.id, "ready", timeout=60)
+
+        session = client.get(reg.id)["session"]
+        pid = int(session["job_id"].split(".")[0])
+        assert {pid} == waiting  # served by the process started before the click
+        secret = gw.parts.registry.get_session(session["id"]).secret
+        assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        page = browser.get(f"/s/{reg.id}/index.html")  # the explorer, proxied
+        assert page.status_code == 200 and '<div id="app">' in page.text
+        assert len(list((tmp_path / "jobs").glob(f"*-{session['job_id']}.log"))) == 1
+
+        replacement = wait_until(lambda: standby_pids(tmp_path) - {pid}, 30, "a replacement standby")
+        assert len(replacement) == 1
+    assert standby_pids(tmp_path) == set()  # stopping the gateway left no standby (nor the session)
+    assert not process_alive(session["job_id"])
+
+
+def test_a_custom_command_template_never_goes_to_a_standby(tmp_path):
+    with EmbeddedGateway(state_dir=tmp_path, poll_interval_s=0.2) as gw:
+        waiting = wait_until(lambda: standby_pids(tmp_path), 30, "a standby server started with the gateway")
+        client = gw.client()
+        reg = client.register("/d", launcher=echo_launcher(), warm=True)
+        session = client.wait_ready(reg.id, timeout=30)
+        job = psutil.Process(int(session["job_id"].split(".")[0]))
+        assert str(ECHO) in job.cmdline() and job.pid not in waiting
+        assert standby_pids(tmp_path) == waiting  # still waiting for a click on a standard launcher
+    assert standby_pids(tmp_path) == set()

@@ -183,3 +183,41 @@ async def test_run_command_returns_output_and_raises_with_everything_on_failure(
         await run_command(["sleep", "5"], timeout=0.2)
     with pytest.raises(CommandError, match="cannot run the program"):
         await run_command(["no-such-program-xyz"])
+
+
+# ------------------------------------------------------------------- standby
+async def test_closing_the_backend_stops_its_standby_servers(tmp_path):
+    backend = LocalBackend(workdir=tmp_path / "jobs", grace_s=5)
+    backend.warm_up("explorer")
+    pids = backend.standby_pids()
+    assert len(pids) == 1
+    deadline = time.monotonic() + 10
+    while "--standby" not in psutil.Process(pids[0]).cmdline():  # between fork and exec
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await backend.close()
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert backend.standby_pids() == []
+    assert list((tmp_path / "jobs").glob(".standby-*")) == []
+
+
+async def test_a_spec_without_an_assignment_runs_its_own_command_not_a_standby(tmp_path):
+    backend = LocalBackend(workdir=tmp_path / "jobs", grace_s=0.5)
+    backend.warm_up("explorer")
+    waiting = backend.standby_pids()
+    try:
+        job = await backend.submit(JobSpec("own", [PY, "-c", "print('own command')"], workdir=tmp_path))
+        assert pid_of(job) not in waiting
+        await wait_for_state(backend, job, lambda s: s.state.ended)
+        assert await backend.logs(job) == "own command\n"
+        assert backend.standby_pids() == waiting
+    finally:
+        await backend.close()
+
+
+async def test_no_standby_is_started_when_standby_is_0(tmp_path):
+    backend = LocalBackend(workdir=tmp_path / "jobs", standby=0)
+    backend.warm_up("explorer")
+    assert backend.standby_pids() == []
+    with pytest.raises(InputError, match="standby=-1"):
+        get_backend("local", {"standby": -1})

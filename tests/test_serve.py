@@ -8,6 +8,7 @@ endpoint, and a websocket client speaks wslink's own framing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -189,3 +190,85 @@ async def test_a_gateway_that_never_answers_stops_the_server(reduced_dir, tmp_pa
     assert "ready on http://127.0.0.1:" in out  # it did start, then gave up
     assert rc == 3
     assert report_url in err and "did not take the readiness report" in err
+
+
+# ------------------------------------------------------------------ standby
+async def standby(*, key_in_env: bool = False) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != "HPCVIZ_SESSION_KEY"}
+    if key_in_env:
+        env["HPCVIZ_SESSION_KEY"] = KEY
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "prefect_hpcviz.viz.serve", "--standby", "--app", "explorer",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str, deadline_s: float) -> str:
+    """Lines of ``stream`` up to the one holding ``marker``; fails past the deadline or at EOF."""
+    seen = ""
+    deadline = time.monotonic() + deadline_s
+    while marker not in seen:
+        line = await asyncio.wait_for(stream.readline(), max(0.1, deadline - time.monotonic()))
+        assert line, f"stream ended before {marker!r}:\n{seen}"
+        seen += line.decode()
+    return seen
+
+
+async def test_a_standby_serves_the_session_it_reads_from_stdin(reduced_dir, receiver, tmp_path):
+    proc = await standby()
+    try:
+        prepared = await read_until(proc.stderr, "standby for explorer, prepared", STARTUP_DEADLINE_S)
+        assert "error" not in prepared
+
+        assignment = {
+            "argv": ["--app", "explorer", "--data", str(reduced_dir), "--report-url", receiver.url,
+                     "--idle-timeout", "2"],
+            "env": {"HPCVIZ_SESSION_KEY": KEY},
+            "cwd": str(tmp_path),
+        }  # fmt: skip
+        proc.stdin.write((json.dumps(assignment) + "\n").encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        await asyncio.wait_for(receiver.arrived.wait(), STARTUP_DEADLINE_S)
+    except BaseException:
+        proc.kill()
+        raise
+
+    authorization, body = receiver.reports[0]
+    assert authorization == f"Bearer {KEY}"
+    assert Path(f"/proc/{proc.pid}/cwd").resolve() == tmp_path.resolve()
+    for secret_free in ("cmdline", "environ"):
+        assert KEY.encode() not in Path(f"/proc/{proc.pid}/{secret_free}").read_bytes()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{body['port']}/") as page:
+            assert page.status == 200
+        async with http.ws_connect(f"ws://127.0.0.1:{body['port']}/ws") as intruder:
+            assert (await hello(intruder, "not-the-key"))["error"]["message"] == "Authentication failed"
+        async with http.ws_connect(f"ws://127.0.0.1:{body['port']}/ws") as client:
+            assert "error" not in await hello(client, KEY)
+
+    rc, out, err = await finish(proc, 2 + 30)
+    assert rc == 0, err
+    assert f"ready on http://127.0.0.1:{body['port']}/" in out
+    assert KEY not in out + err
+
+
+async def test_a_standby_whose_stdin_ends_exits_quietly(reduced_dir):
+    proc = await standby(key_in_env=False)
+    proc.stdin.close()  # the backend stopped (or died) before any click
+
+    rc, out, err = await finish(proc, STARTUP_DEADLINE_S)
+
+    assert rc == 0, err
+    assert "error" not in err and "ready on" not in out
+
+
+async def test_a_standby_given_garbage_says_what_it_expects(tmp_path):
+    proc = await standby()
+    proc.stdin.write(b"--data /tmp/x\n")
+    proc.stdin.close()
+
+    rc, _, err = await finish(proc, STARTUP_DEADLINE_S)
+
+    assert rc == 2
+    assert '{"argv": [...]' in err

@@ -27,6 +27,14 @@ quickly:
    with status 3;
 5. stay in the foreground; exit 0 once no client has been connected for
    ``--idle-timeout`` seconds (0: never), or on SIGTERM / SIGINT.
+
+Standby (``--standby [--app APP]``, started ahead of time by a backend): do
+what does not depend on the session (import the app, trame and VTK; the app's
+``prepare()``, e.g. its offscreen render window), then wait for ONE line of
+JSON on stdin, ``{"argv": [serve arguments], "env": {...}, "cwd": DIR}``, and
+serve exactly as ``serve ARGS`` would with that environment (the session key
+travels in ``env``, so through the pipe, never on a command line). End of
+stdin before that line (the backend stopped, or died) exits 0 quietly.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -62,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a trame app for one dataset; report readiness; exit when idle.",
     )
     parser.add_argument("--app", default="explorer", help="app name (default: explorer)")
-    parser.add_argument("--data", required=True, help="reduced directory or dataset path/URL")
+    parser.add_argument("--data", default=None, help="reduced directory or dataset path/URL (required)")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -95,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run without a session key (your own machine only)",
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="prepare --app, then read the session's arguments as one JSON line from stdin",
+    )
     return parser
 
 
@@ -113,11 +127,13 @@ def read_key(key_file: str | None) -> str | None:
     return key or None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prepared: tuple[str, dict[str, Any]] | None = None) -> int:
     """Run a viz server in the foreground; the exit status says how it ended.
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
+        prepared: ``(app name, keyword arguments)`` from that app's
+            ``prepare()`` (a standby made them); used when ``--app`` matches.
 
     Returns:
         0 after an idle exit or a signal, 2 for bad input (no key, unknown app,
@@ -126,8 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     Example:
         >>> main(["--app", "explorer", "--data", "out/reduced/3f2a9c0d41b7e8aa", "--no-auth"])
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _setup_logging()
+    if args.standby:
+        if prepared is not None:
+            return _fail("a standby's assignment cannot itself ask for --standby.")
+        return standby(args.app)
+    if not args.data:
+        parser.error("the following arguments are required: --data")
 
     try:
         key = read_key(args.key_file)
@@ -144,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from prefect_hpcviz.viz.apps import get_app_factory
 
-        app = get_app_factory(args.app)(args.data)
+        extra = prepared[1] if prepared is not None and prepared[0] == args.app else {}
+        app = get_app_factory(args.app)(args.data, **extra)
     except HpcvizError as exc:
         return _fail(str(exc))
     except Exception as exc:  # a reader failing in a way we did not foresee
@@ -162,6 +186,53 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
     )
     return runner.run()
+
+
+def standby(app_name: str) -> int:
+    """Prepare ``app_name``, then serve the session whose arguments arrive on stdin.
+
+    Returns:
+        0 when stdin ends before an assignment (nothing to do), 2 for a bad app
+        or assignment, else what :func:`main` returns for the assignment.
+    """
+    try:
+        from prefect_hpcviz.viz.apps import get_app_module
+
+        module = get_app_module(app_name)
+        kwargs = module.prepare() if hasattr(module, "prepare") else {}
+        _import_server_side()
+    except HpcvizError as exc:
+        return _fail(str(exc))
+    log.info("standby for %s, prepared %.2f s after process start", app_name, _since_process_start())
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # the backend closed the pipe: stopped, or gone
+    try:
+        assignment = json.loads(line)
+        argv = [str(a) for a in assignment["argv"]]
+        env = {str(k): str(v) for k, v in (assignment.get("env") or {}).items()}
+        cwd = assignment.get("cwd")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return _fail(
+            f"standby: the assignment on stdin is not a JSON object with an argv list ({type(exc).__name__}). "
+            'Write one line: {"argv": [...], "env": {...}, "cwd": DIR}.'
+        )
+    sys.stdin.close()
+    os.environ.update(env)
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            return _fail(f"{cwd}: cannot change into the job's folder ({exc.strerror}). Check that it exists.")
+    log.info("standby assigned after %.2f s", _since_process_start())
+    return main(argv, prepared=(app_name, kwargs))
+
+
+def _import_server_side() -> None:
+    """Import what serving needs later (the web server, the report client) while idle."""
+    import aiohttp  # noqa: F401
+    import wslink.backends.aiohttp  # noqa: F401
 
 
 class _Runner:

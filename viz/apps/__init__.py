@@ -4,6 +4,11 @@ An app module exposes ``create_app(data_path, server=None)`` returning an
 object with ``.server`` (a trame server, not started). Modules are imported
 only when asked for, so listing apps does not import trame or VTK.
 
+An app module may also expose ``prepare() -> dict``: the work that does not
+depend on the data (an offscreen render window, say), done ahead of time by a
+standby server (``serve --standby``); the dict is passed to ``create_app`` as
+keyword arguments.
+
 Example:
     >>> sorted(APPS)
     ['explorer']
@@ -33,7 +38,20 @@ def get_app_factory(name: str) -> Callable[..., Any]:
     Example:
         >>> create_app = get_app_factory("explorer")
     """
+    return get_app_module(name).create_app
+
+
+def get_app_module(name: str) -> Any:
+    """The module of the app called ``name`` (imported now: trame, VTK, ...).
+
+    Raises:
+        InputError: no app has that name (the message lists the names).
+
+    Example:
+        >>> hasattr(get_app_module("explorer"), "prepare")
+        True
+    """
     module = APPS.get(name)
     if module is None:
         raise InputError(f"app {name!r}", "no such app", f"use one of: {', '.join(sorted(APPS))}")
-    return importlib.import_module(module).create_app
+    return importlib.import_module(module)

@@ -47,9 +47,10 @@ from trame.widgets import vuetify3 as v  # noqa: E402
 
 from prefect_hpcviz.viz.scene import COLORMAPS, build_scene, dataset_title, load_view_data  # noqa: E402
 
-__all__ = ["ExplorerApp", "create_app", "main"]
+__all__ = ["ExplorerApp", "create_app", "main", "prepare"]
 
 _SLIDER_STEPS = 200
+WINDOW_SIZE = (1024, 768)
 
 
 def _testid(widget_cls: type, testid: str, **kwargs: Any) -> Any:
@@ -64,6 +65,8 @@ class ExplorerApp(TrameApp):
         data: a ``ReducedDataset`` or ``Dataset`` (see ``load_view_data``).
         server: a trame server or its name (default: a new one).
         window_size: initial render size; the browser resizes it.
+        plotter: an offscreen plotter made ahead of time by :func:`prepare`
+            (default: a new one of ``window_size``).
 
     Example:
         >>> app = ExplorerApp(load_view_data("out/reduced/3f2a9c0d41b7e8aa"))
@@ -71,13 +74,18 @@ class ExplorerApp(TrameApp):
     """
 
     def __init__(
-        self, data: Any, server: Any = None, *, window_size: tuple[int, int] = (1024, 768)
+        self,
+        data: Any,
+        server: Any = None,
+        *,
+        window_size: tuple[int, int] = WINDOW_SIZE,
+        plotter: pv.Plotter | None = None,
     ) -> None:
         super().__init__(server, client_type="vue3")
         self.data = data
 
         # -- pipeline ---------------------------------------------------------
-        self.plotter = pv.Plotter(off_screen=True, window_size=window_size)
+        self.plotter = plotter if plotter is not None else _new_plotter(window_size)
         self.scene = build_scene(self.plotter, data)
         self.plotter.render_window.Render()  # compile shaders now, not on the first client
 
@@ -266,7 +274,30 @@ def _faster_first_image(protocol: Any) -> None:
             linked.stale_count_limit = 40
 
 
-def create_app(data_path: str | os.PathLike, server: Any = None) -> ExplorerApp:
+def _new_plotter(window_size: tuple[int, int]) -> pv.Plotter:
+    return pv.Plotter(off_screen=True, window_size=window_size)
+
+
+def prepare() -> dict[str, Any]:
+    """What a standby server makes before it knows its data: the offscreen plotter.
+
+    Creating the (EGL) render window and its OpenGL context is about half a
+    second; a standby server pays it before the click.
+
+    Returns:
+        ``{"plotter": plotter}``, keyword arguments for :func:`create_app`.
+
+    Example:
+        >>> app = create_app("out/reduced/3f2a9c0d41b7e8aa", **prepare())
+    """
+    plotter = _new_plotter(WINDOW_SIZE)
+    plotter.render_window.Render()  # creates the OpenGL context now
+    return {"plotter": plotter}
+
+
+def create_app(
+    data_path: str | os.PathLike, server: Any = None, *, plotter: pv.Plotter | None = None
+) -> ExplorerApp:
     """Open a dataset and build the explorer app on a trame server.
 
     The data is opened first, so a bad path fails before any port is bound.
@@ -274,6 +305,7 @@ def create_app(data_path: str | os.PathLike, server: Any = None) -> ExplorerApp:
     Args:
         data_path: a reduced directory or any dataset ``open_dataset`` reads.
         server: a trame server or its name (default: a new one).
+        plotter: an offscreen plotter from :func:`prepare` (default: a new one).
 
     Raises:
         InputError: the data cannot be opened.
@@ -282,7 +314,7 @@ def create_app(data_path: str | os.PathLike, server: Any = None) -> ExplorerApp:
         >>> app = create_app("out/reduced/3f2a9c0d41b7e8aa")
         >>> app.server.start(port=0, open_browser=False)
     """
-    return ExplorerApp(load_view_data(data_path), server=server)
+    return ExplorerApp(load_view_data(data_path), server=server, plotter=plotter)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class JobState(str, enum.Enum):
@@ -50,6 +50,12 @@ class JobSpec:
     Secrets travel in ``env`` only, never in ``command``: a command line is
     visible to every user of the node (``ps``), the environment is not.
 
+    ``assignment`` is set only when ``command`` is the standard
+    ``python -m prefect_hpcviz.viz.serve ARGS`` line: ``{"app": APP, "argv":
+    ARGS}``. A backend that keeps pre-started standby servers
+    (``serve --standby``) may hand it to one of them instead of running
+    ``command``; any other backend ignores it.
+
     Example:
         >>> spec = JobSpec("viz-abc", ["python", "-m", "http.server", "0"],
         ...                env={"HPCVIZ_SESSION_KEY": "k"}, workdir=Path("/tmp"))
@@ -61,6 +67,7 @@ class JobSpec:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     workdir: Path = field(default_factory=Path.cwd)
+    assignment: dict[str, Any] | None = None
 
 
 @runtime_checkable

@@ -8,20 +8,31 @@ plus the spec's env, and writes stdout and stderr to
 The job id is ``<pid>.<process start time in 1/100 s>``: it stays valid when
 the gateway restarts, and a pid the system has since given to another process
 is not mistaken for the job.
+
+Standby servers: a spec with an ``assignment`` (the standard serve command) is
+handed to a viz server started ahead of time (``serve --standby``), which has
+already imported trame and VTK and made its render window; it reads the
+session (arguments, environment with the key, folder) from its stdin pipe.
+The job is that process, with the same id and log as any other; a new
+standby is started for the next click. Standbys end when the backend is
+closed, and by themselves when the backend's process goes (end of stdin).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -30,6 +41,11 @@ from prefect_hpcviz.viz.backends.base import JobSpec, JobState, JobStatus
 from prefect_hpcviz.viz.errors import InputError, LaunchError
 
 _JOB_ID = re.compile(r"^(\d+)\.(\d+)$")
+_SERVE_MODULE = "prefect_hpcviz.viz.serve"
+_MAX_STANDBY_FAILURES = 3
+"""Standbys that die on their own in a row before the backend stops starting them."""
+
+log = logging.getLogger(__name__)
 
 
 def default_workdir() -> Path:
@@ -49,6 +65,12 @@ class LocalBackend:
         workdir: folder for the jobs' log and exit files (default
             :func:`default_workdir`). Keep it the same across gateway restarts.
         grace_s: seconds between SIGTERM and SIGKILL when a job is stopped.
+        standby: pre-started viz servers kept waiting per app (0: none).
+            They start with :meth:`warm_up` and after each launch that used
+            one; :meth:`close` stops them.
+        standby_delay_s: seconds after a launch before the next standby
+            starts, so that its start (about 1.5 s of one core) does not slow
+            the session being opened on a small machine.
 
     Example:
         >>> import asyncio, sys
@@ -65,9 +87,22 @@ class LocalBackend:
 
     kind = "local"
 
-    def __init__(self, workdir: str | os.PathLike | None = None, grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike | None = None,
+        grace_s: float = 5.0,
+        standby: int = 1,
+        standby_delay_s: float = 10.0,
+    ) -> None:
         self.workdir = Path(workdir) if workdir else default_workdir()
         self.grace_s = float(grace_s)
+        self.standby = int(standby)
+        if self.standby < 0:
+            raise ValueError(f"standby={standby}: give 0 (none) or more")
+        self.standby_delay_s = float(standby_delay_s)
+        self._standbys: dict[str, list[_Standby]] = {}
+        self._standby_failures = 0
+        self._timers: set[asyncio.TimerHandle] = set()
         # Jobs this instance started: job id -> (Popen, name). subprocess.Popen,
         # not asyncio's subprocess transport: the latter kills its child when
         # its event loop closes, and viz servers must outlive a gateway restart.
@@ -75,13 +110,20 @@ class LocalBackend:
         self._stopping: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"LocalBackend(workdir={str(self.workdir)!r}, grace_s={self.grace_s})"
+        return f"LocalBackend(workdir={str(self.workdir)!r}, grace_s={self.grace_s}, standby={self.standby})"
 
     # ------------------------------------------------------------------ submit
     async def submit(self, spec: JobSpec) -> str:
-        """Start ``spec.command`` in its own session; return the job id."""
+        """Hand the spec to a standby server, or start ``spec.command`` in its own session; return the job id."""
         if not spec.command:
             raise InputError(f"job {spec.name}", "the command is empty", "give the program to run")
+        if spec.assignment is not None and self.standby > 0:
+            job_id = self._assign_to_standby(spec)
+            # Later, not now: on a small machine a standby starting up would
+            # slow the session being opened (and a browser on the same machine).
+            self._warm_up_later(str(spec.assignment.get("app") or "explorer"))
+            if job_id is not None:
+                return job_id
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
         name = _safe_name(spec.name)
@@ -114,6 +156,119 @@ class LocalBackend:
         os.replace(starting, self._log_path(job_id, name))
         self._procs[job_id] = (proc, name)
         return job_id
+
+    # ----------------------------------------------------------------- standby
+    def warm_up(self, app: str = "explorer") -> None:
+        """Start standby servers for ``app`` until ``standby`` of them wait (returns at once)."""
+        if self.standby <= 0 or self._standby_failures >= _MAX_STANDBY_FAILURES:
+            return
+        pool = self._standbys.setdefault(app, [])
+        for waiting in [w for w in pool if w.proc.poll() is not None]:
+            pool.remove(waiting)
+            self._standby_ended(waiting)
+        while len(pool) < self.standby:
+            try:
+                pool.append(self._start_standby(app))
+            except OSError as exc:
+                log.warning("cannot start a standby viz server (%s); launching on demand instead", exc)
+                self._standby_failures = _MAX_STANDBY_FAILURES
+                return
+
+    def _warm_up_later(self, app: str) -> None:
+        handle = asyncio.get_running_loop().call_later(self.standby_delay_s, self._warm_up_timer, app)
+        self._timers.add(handle)
+
+    def _warm_up_timer(self, app: str) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
+        self.warm_up(app)
+
+    def standby_pids(self) -> list[int]:
+        """Process ids of the standby servers waiting now (for tests and diagnostics)."""
+        return [w.proc.pid for pool in self._standbys.values() for w in pool if w.proc.poll() is None]
+
+    async def close(self) -> None:
+        """Stop the waiting standby servers (jobs already handed out keep running)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        waiting = [w for pool in self._standbys.values() for w in pool]
+        self._standbys.clear()
+        for standby in waiting:
+            _close_quietly(standby.proc.stdin)  # end of stdin: a prepared standby exits 0
+            _killpg(standby.proc.pid, signal.SIGTERM)  # one still importing
+        deadline = time.monotonic() + self.grace_s
+        while any(w.proc.poll() is None for w in waiting) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for standby in waiting:
+            if standby.proc.poll() is None:
+                _killpg(standby.proc.pid, signal.SIGKILL)
+                standby.proc.wait()
+            standby.log.unlink(missing_ok=True)
+
+    def _start_standby(self, app: str) -> _Standby:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.workdir / f".standby-{_safe_name(app)}-{secrets.token_hex(6)}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", _SERVE_MODULE, "--standby", "--app", app],
+                stdin=subprocess.PIPE,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                cwd=str(self.workdir),
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        return _Standby(proc, path, app)
+
+    def _standby_ended(self, standby: _Standby) -> None:
+        """A standby that ended before it was used: count it, keep its log for a person."""
+        self._standby_failures += 1
+        log.warning(
+            "a standby viz server ended by itself (exit code %s); see %s%s",
+            standby.proc.returncode,
+            standby.log,
+            "; no more standbys (launching on demand)" if self._standby_failures >= _MAX_STANDBY_FAILURES else "",
+        )
+        _close_quietly(standby.proc.stdin)
+
+    def _assign_to_standby(self, spec: JobSpec) -> str | None:
+        """Give the session to a waiting standby; its job id, or None when none could take it."""
+        assert spec.assignment is not None
+        pool = self._standbys.get(str(spec.assignment.get("app") or "explorer"), [])
+        line = json.dumps(
+            {
+                "argv": [str(a) for a in spec.assignment["argv"]],
+                "env": {k: str(v) for k, v in spec.env.items()},
+                "cwd": str(spec.workdir),
+            }
+        )
+        Path(spec.workdir).mkdir(parents=True, exist_ok=True)
+        while pool:
+            standby = pool.pop(0)
+            if standby.proc.poll() is not None:
+                self._standby_ended(standby)
+                continue
+            try:
+                assert standby.proc.stdin is not None
+                standby.proc.stdin.write(line.encode() + b"\n")
+                standby.proc.stdin.close()
+            except OSError:  # it died just now
+                standby.proc.wait()
+                self._standby_ended(standby)
+                continue
+            try:  # not reaped until we poll(), so readable even if it exits right away
+                started = psutil.Process(standby.proc.pid).create_time()
+            except psutil.Error:
+                started = time.time()
+            job_id = f"{standby.proc.pid}.{round(started * 100)}"
+            name = _safe_name(spec.name)
+            os.replace(standby.log, self._log_path(job_id, name))
+            self._procs[job_id] = (standby.proc, name)
+            self._standby_failures = 0
+            return job_id
+        return None
 
     def _poll(self, job_id: str) -> int | None:
         """Exit code of a job this instance started (reaping it), None while it runs.
@@ -208,6 +363,21 @@ class LocalBackend:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+
+
+@dataclass
+class _Standby:
+    proc: subprocess.Popen
+    log: Path
+    app: str
+
+
+def _close_quietly(stream) -> None:
+    try:
+        if stream is not None:
+            stream.close()
+    except OSError:
+        pass
 
 
 def _safe_name(name: str) -> str:

@@ -94,8 +94,12 @@ def render_command(template: list[str], values: dict[str, str]) -> list[str]:
 
 def default_command(values: dict[str, str]) -> list[str]:
     """The standard viz server command line for one session."""
+    return [values["python"], "-m", SERVE_MODULE, *default_serve_args(values)]
+
+
+def default_serve_args(values: dict[str, str]) -> list[str]:
+    """The arguments of ``serve`` in :func:`default_command` (also what a standby server is given)."""
     return [
-        values["python"], "-m", SERVE_MODULE,
         "--app", values["app"],
         "--data", values["data"],
         "--report-url", values["report_url"],
@@ -170,11 +174,22 @@ class SessionManager:
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Start the background task that culls idle sessions and notices ended jobs."""
+        """Start the background task that culls idle sessions and notices ended jobs.
+
+        Also starts the default launcher's standby viz server (if its backend
+        keeps any), so that the first click finds one.
+        """
         self._culler = asyncio.ensure_future(self._cull_forever())
+        try:
+            backend = self.backend_for(self.config.default_launcher)
+        except HpcvizError as exc:
+            log.warning("the default launcher is not usable: %s", exc)
+            return
+        if hasattr(backend, "warm_up") and not (self.config.default_launcher.get("options") or {}).get("command"):
+            backend.warm_up("explorer")
 
     async def close(self, *, stop_launched: bool = False) -> None:
-        """Stop background work; with ``stop_launched`` also stop this instance's sessions."""
+        """Stop background work and standby servers; with ``stop_launched`` also this instance's sessions."""
         if self._culler is not None:
             self._culler.cancel()
             await asyncio.gather(self._culler, return_exceptions=True)
@@ -184,6 +199,8 @@ class SessionManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        closing = [backend.close() for backend in self._backends.values() if hasattr(backend, "close")]
+        await asyncio.gather(*closing, return_exceptions=True)
         self._flush_activity()
 
     async def stop_all(self, session_ids: set[str], reason: str) -> None:
@@ -285,6 +302,9 @@ class SessionManager:
         }
         template = (viz.launcher.get("options") or {}).get("command")
         command = render_command(template, values) if template else default_command(values)
+        # Only the standard command may go to a standby server: a site's own
+        # command template must run as written.
+        assignment = None if template else {"app": viz.app, "argv": default_serve_args(values)}
         env = {"HPCVIZ_SESSION_KEY": session.secret, "HPCVIZ_SESSION_ID": session.id, "HPCVIZ_VIZ_ID": viz.id}
         if viz.view:
             env["HPCVIZ_VIEW"] = json.dumps(viz.view)
@@ -293,6 +313,7 @@ class SessionManager:
             command=command,
             env=env,
             workdir=self.config.state_dir / "jobs" / viz.id,
+            assignment=assignment,
         )
 
     def backend_for(self, launcher: dict[str, Any]) -> Backend:
