@@ -214,7 +214,8 @@ def test_bad_registrations_are_refused_with_what_to_fix(client):
 
 
 # ------------------------------------------------------------ launch on click
-def test_clicking_a_link_starts_the_server_shows_a_waiting_page_then_the_app(gateway, client):
+def test_clicking_a_link_starts_the_server_shows_a_waiting_page_then_the_app(gateway, client, monkeypatch):
+    monkeypatch.setattr(gateway.config, "hold_first_page_s", 0.0)  # answer with the waiting page at once
     reg = client.register("/data/run1", app="echo", title="Run one", launcher=echo_launcher())
     browser = Browser(gateway)
     browser.open(reg.link)
@@ -241,6 +242,17 @@ def test_clicking_a_link_starts_the_server_shows_a_waiting_page_then_the_app(gat
     assert session["state"] == "ready" and session["host"] == "127.0.0.1"
     assert "secret" not in session
     assert process_alive(session["job_id"])
+
+
+def test_a_server_ready_within_the_hold_time_is_shown_at_once_without_a_waiting_page(gateway, client, monkeypatch):
+    monkeypatch.setattr(gateway.config, "hold_first_page_s", 20.0)  # well above the echo server's start
+    reg = client.register("/data/run2", app="echo", title="Run two", launcher=echo_launcher())
+    browser = Browser(gateway)
+    browser.open(reg.link)
+    first = browser.get(f"/s/{reg.id}/index.html")
+    assert first.status_code == 200
+    assert first.json()["raw_path"] == "/index.html", "the first answer is the app, not the waiting page"
+    assert client.get(reg.id)["session"]["state"] == "ready"
 
 
 def test_a_server_that_exits_at_once_ends_failed_and_shows_why(gateway, client):
@@ -570,7 +582,8 @@ async def _eventually(condition, timeout: float, what: str):
 
 
 @pytest.mark.browser
-async def test_in_a_browser_the_waiting_page_turns_into_the_app_or_into_the_error(gateway, client):
+async def test_in_a_browser_the_waiting_page_turns_into_the_app_or_into_the_error(gateway, client, monkeypatch):
+    monkeypatch.setattr(gateway.config, "hold_first_page_s", 0.0)
     # Playwright's async API in the test's own loop: a session-wide sync Playwright
     # would leave a running loop behind that breaks every later asyncio test.
     if not CHROMIUM.exists():

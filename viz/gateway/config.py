@@ -39,6 +39,9 @@ class GatewayConfig:
         cookie_ttl_s: lifetime of the browser cookie a link is exchanged for.
         idle_timeout_s: a session with no proxied traffic for this long is stopped.
         launch_timeout_s: a session not ready this long after launch has failed.
+        hold_first_page_s: how long the page request that starts a server waits
+            for it before answering with the waiting page; a server that is ready
+            by then (a standby) is shown at once, saving the waiting page's reload.
         allowed_backend_hosts: regex a ready report's host must match (SSRF guard).
         default_launcher: ``{"kind", "options"}`` used when a registration gives none.
         poll_interval_s: how often jobs are checked and idle sessions culled.
@@ -59,6 +62,7 @@ class GatewayConfig:
     cookie_ttl_s: int = 12 * 3600
     idle_timeout_s: float = 900.0
     launch_timeout_s: float = 120.0
+    hold_first_page_s: float = 1.5
     allowed_backend_hosts: str = LOOPBACK_HOSTS
     default_launcher: dict[str, Any] = field(default_factory=lambda: {"kind": "local", "options": {}})
     poll_interval_s: float = 5.0

@@ -221,8 +221,11 @@ class ViewerRoutes:
         if wants_html(request):
             if session is not None and session.state == FAILED:
                 return self._ended_response(request, viz, session, tail)
-            session = self.sessions.ensure(viz)
-            status = self.sessions.status(viz.id)
+            self.sessions.ensure(viz)
+            status = await self._settle(viz.id, self.config.hold_first_page_s)
+            session = self.sessions.current(viz.id)
+            if session is not None and session.state == READY:
+                return await self.app(request)  # a fast start: the app itself, no waiting page
             return pages.waiting_page(viz.title, status, status_url=_relative(tail, f"{CONTROL}/status"))
         status = self.sessions.status(viz.id)
         if status["state"] in ("queued", "starting"):
@@ -235,6 +238,14 @@ class ViewerRoutes:
             status=503,
             headers={"Retry-After": "2", "Cache-Control": "no-store"},
         )
+
+    async def _settle(self, viz_id: str, timeout: float) -> dict:
+        """The session's status once it left queued/starting, or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        status = self.sessions.status(viz_id)
+        while status["state"] in ("queued", "starting") and (left := deadline - time.monotonic()) > 0:
+            status = await self.sessions.wait_for_change(viz_id, status["state"], left)
+        return status
 
     async def _proxy(
         self, request: web.Request, viz: Visualization, session: Session, tail: str, query: str
