@@ -23,26 +23,14 @@ import pytest
 from aiohttp import web
 from wslink.chunking import UnChunker, generate_chunks
 
-RECIPE = """
-steps:
-  - contour: {field: pressure, values: [0.6]}
-  - slice: {normal: [0, 0, 1]}
-"""
 KEY = secrets.token_urlsafe(24)
 STARTUP_DEADLINE_S = 60
 
 
+
 @pytest.fixture(scope="module")
-def reduced_dir(session_dir: Path) -> Path:
-    """A 32^3, 3-step synthetic simulation reduced with a contour and a slice layer."""
-    from distributed import Client, LocalCluster
-
-    from prefect_hpcviz.viz.datasets import write_synthetic
-    from prefect_hpcviz.viz.reduce import Recipe, reduce_dataset
-
-    sim = write_synthetic(session_dir / "scene-sim", shape=(32, 32, 32), steps=3)
-    with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, Client(cluster) as client:
-        return reduce_dataset(sim, Recipe.from_yaml(RECIPE), session_dir / "scene-reduced", client=client).path
+def reduced_dir(small_reduced) -> Path:
+    return small_reduced.path
 
 
 @dataclass
