@@ -116,6 +116,7 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         app.wait_for_function(VIEW_IMAGE_READY, timeout=120_000)
         assert "token=" not in app.url, "the token leaves the address bar once exchanged"
         assert app.url.startswith(f"{gateway.url}/s/{publication.viz_id}/")
+        assert app.locator("#hpcviz-title").inner_text() == "Browser test run", "the app shows the registered title"
         view = app.locator("#hpcviz-view")
         first = _wait_until(lambda: (lambda png: png if _is_rendered(png) else None)(view.screenshot()), 30, "a rendered image")
         _keep_picture(app.screenshot(), "explorer-view.png", tmp_path)

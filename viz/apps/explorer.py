@@ -14,7 +14,7 @@ which adds the session key, readiness report and idle exit.
 
 DOM hooks for browser tests (stable; keep them when changing the UI):
 
-- ``#hpcviz-title``: the title; its text is the dataset's name.
+- ``#hpcviz-title``: the title: ``$HPCVIZ_TITLE`` (the gateway sets the registered title) or the dataset's name.
 - ``#hpcviz-view``: the container of the remote view; an ``<img>`` with a
   non-zero ``naturalWidth`` appears inside it once the first frame arrived.
 - ``[data-testid=time-slider]``: the time slider (a Vuetify ``v-slider``;
@@ -91,10 +91,11 @@ class ExplorerApp(TrameApp):
 
         # -- state --------------------------------------------------------------
         scene = self.scene
-        self.state.trame__title = f"hpcviz · {dataset_title(data)}"
+        title = os.environ.get("HPCVIZ_TITLE") or dataset_title(data)  # the gateway passes the registered title
+        self.state.trame__title = f"hpcviz · {title}"
         self.state.update(
             {
-                "title": dataset_title(data),
+                "title": title,
                 "field_items": [
                     {
                         "title": f.name if f.components == 1 else f"{f.name} (magnitude)",

@@ -305,7 +305,12 @@ class SessionManager:
         # Only the standard command may go to a standby server: a site's own
         # command template must run as written.
         assignment = None if template else {"app": viz.app, "argv": default_serve_args(values)}
-        env = {"HPCVIZ_SESSION_KEY": session.secret, "HPCVIZ_SESSION_ID": session.id, "HPCVIZ_VIZ_ID": viz.id}
+        env = {
+            "HPCVIZ_SESSION_KEY": session.secret,
+            "HPCVIZ_SESSION_ID": session.id,
+            "HPCVIZ_VIZ_ID": viz.id,
+            "HPCVIZ_TITLE": viz.title,
+        }
         if viz.view:
             env["HPCVIZ_VIEW"] = json.dumps(viz.view)
         return JobSpec(
