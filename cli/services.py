@@ -9,6 +9,7 @@ URLs a person needs, each on its own line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -196,6 +197,11 @@ def _run_flow(source: str, options: RunOptions, api_url: str, ui_url: str, gw_ur
 
     from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
     from prefect_hpcviz.flows import visualize_simulation
+
+    import distributed  # noqa: F401  (configures its loggers on import)
+
+    # After Prefect and Dask configured logging: the flow's own log says what matters.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
         state = visualize_simulation(

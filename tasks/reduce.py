@@ -63,11 +63,11 @@ def reduce_dataset(
         logger.info("reducing %s on %s", source, client.scheduler_info().get("address", "dask"))
         reduced = engine.reduce_dataset(source, resolved, out, client=client, summary=summary)
     logger.info(
-        "reduced %.1f MB to %.1f MB in %.1f s%s -> %s",
+        "%s %.1f MB to %.1f MB in %.1f s -> %s",
+        "reused the earlier reduction of" if reduced.cached else "reduced",
         reduced.bytes_in / 1e6,
         reduced.bytes_out / 1e6,
         reduced.seconds,
-        " (cached)" if reduced.cached else "",
         reduced.path,
     )
     return reduced
