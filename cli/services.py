@@ -134,8 +134,13 @@ def flush_prefect_logs_and_events(timeout_s: float = 10) -> None:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=timeout_s)
+    def drain() -> None:  # in a thread of its own: drain_all only blocks where no event loop runs
+        for worker in (APILogWorker, EventsWorker):
+            worker.drain_all(timeout=timeout_s)
+
+    thread = threading.Thread(target=drain, name="hpcviz-flush-prefect", daemon=True)
+    thread.start()
+    thread.join(2 * timeout_s + 1)
 
 
 def check_ports_free(options: RunOptions) -> None:

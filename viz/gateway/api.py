@@ -3,6 +3,8 @@
 Admin routes take ``Authorization: Bearer <admin token>`` and nothing else
 (cookies are never accepted). ``POST /api/sessions/<sid>/ready`` takes the
 session's own key. The OpenAPI document is at ``/api/openapi.json``.
+``/healthz`` is open; ``/metrics`` needs the admin token unless the config's
+``metrics_public`` is set.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import os
+import logging
 import re
+import sqlite3
 import time
 from typing import Any
 
@@ -24,9 +28,12 @@ from prefect_hpcviz.viz.gateway.launch import (
     SessionManager,
     normalize_launcher,
 )
+from prefect_hpcviz.viz.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from prefect_hpcviz.viz.gateway.openapi import openapi_document
-from prefect_hpcviz.viz.gateway.registry import Registry, Visualization
+from prefect_hpcviz.viz.gateway.registry import ACTIVE_STATES, Registry, Visualization
 from prefect_hpcviz.viz.gateway.tokens import Signer
+
+log = logging.getLogger(__name__)
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CREATE_KEYS = {"data", "app", "title", "launcher", "warm", "link_ttl_s", "view"}
@@ -51,7 +58,7 @@ def _iso(epoch: float) -> str:
 
 
 class ApiRoutes:
-    """Handlers for ``/api`` and ``/healthz``."""
+    """Handlers for ``/api``, ``/healthz`` and ``/metrics``."""
 
     def __init__(
         self,
@@ -69,6 +76,7 @@ class ApiRoutes:
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_get("/healthz", self.health)
+        router.add_get("/metrics", self.metrics)
         router.add_get("/api/openapi.json", self.openapi)
         router.add_get("/api/visualizations", self.list_visualizations)
         router.add_post("/api/visualizations", self.create)
@@ -151,14 +159,52 @@ class ApiRoutes:
 
     # ---------------------------------------------------------------- handlers
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness: ``{"status": "ok", ...}`` (no authentication)."""
+        """Health (no authentication): the registry answers, and how many sessions are active.
+
+        200 ``{"status": "ok", "registry": "ok", "sessions": {state: n}, ...}``;
+        503 ``{"status": "error", "registry": "<what failed>"}`` when SQLite cannot be read.
+        One indexed COUNT query; nothing is launched or proxied.
+        """
+        headers = {"Cache-Control": "no-store"}
+        try:
+            counts = self.registry.count_sessions(ACTIVE_STATES)
+        except sqlite3.Error as exc:
+            log.error("health check: the registry cannot be read: %s", exc)
+            return web.json_response(
+                {
+                    "status": "error",
+                    "version": __version__,
+                    "registry": f"cannot be read ({exc}); check {self.registry.path} and the gateway's log",
+                },
+                status=503,
+                headers=headers,
+            )
         return web.json_response(
-            {"status": "ok", "version": __version__, "active_sessions": len(self.registry.active_sessions())}
+            {
+                "status": "ok",
+                "version": __version__,
+                "registry": "ok",
+                "sessions": counts,
+                "active_sessions": sum(counts.values()),
+                "open_websockets": self.sessions.open_websockets(),
+            },
+            headers=headers,
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics (text format); needs the admin token unless ``metrics_public``."""
+        if not self.config.metrics_public and (denied := self._admin(request)):
+            return denied
+        return web.Response(
+            body=self.sessions.metrics.render(),
+            headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"},
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
         """The OpenAPI 3 document of this API."""
-        return web.json_response(openapi_document(self.config.public_base))
+        return web.json_response(
+            openapi_document(self.config.public_base, metrics_public=self.config.metrics_public)
+        )
 
     async def list_visualizations(self, request: web.Request) -> web.Response:
         if denied := self._admin(request):

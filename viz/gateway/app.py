@@ -54,7 +54,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     registry = Registry(config.state_dir / "registry.sqlite")
     signer = Signer.from_state_dir(config.state_dir)
     sessions = SessionManager(config, registry)
-    proxy = ReverseProxy(max_ws_message=config.max_ws_message)
+    proxy = ReverseProxy(max_ws_message=config.max_ws_message, traffic=sessions.metrics.traffic)
     parts = GatewayParts(config, admin_token, registry, signer, sessions, proxy)
 
     app = web.Application(middlewares=[_readable_errors, _no_dot_segments])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +38,9 @@ class GatewayConfig:
         link_ttl_s: default lifetime of a shared link (7 days).
         cookie_ttl_s: lifetime of the browser cookie a link is exchanged for.
         idle_timeout_s: a session with no proxied traffic for this long is stopped.
+        max_lifetime_s: a session this old (seconds since its launch) is stopped,
+            busy or not; its page then says so and offers "Start again".
+            None: no limit.
         launch_timeout_s: a session not ready this long after launch has failed.
         hold_first_page_s: how long the page request that starts a server waits
             for it before answering with the waiting page; a server that is ready
@@ -46,6 +49,8 @@ class GatewayConfig:
         default_launcher: ``{"kind", "options"}`` used when a registration gives none.
         poll_interval_s: how often jobs are checked and idle sessions culled.
         max_ws_message: largest websocket message proxied, either direction.
+        metrics_public: serve ``/metrics`` without authentication (scrape from
+            a trusted network only); False: it needs the admin bearer token.
 
     Example:
         >>> GatewayConfig(port=8765, state_dir="/tmp/gw").public_base
@@ -67,6 +72,8 @@ class GatewayConfig:
     default_launcher: dict[str, Any] = field(default_factory=lambda: {"kind": "local", "options": {}})
     poll_interval_s: float = 5.0
     max_ws_message: int = 64 * 1024 * 1024
+    max_lifetime_s: float | None = None
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser()
@@ -88,6 +95,10 @@ class GatewayConfig:
         for name in ("link_ttl_s", "cookie_ttl_s", "idle_timeout_s", "launch_timeout_s", "poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise InputError(name, "must be positive", f"give a number of seconds > 0 for {name}")
+        if self.max_lifetime_s is not None and self.max_lifetime_s <= 0:
+            raise InputError(
+                "max_lifetime_s", "must be positive", "give a number of seconds > 0, or leave it unset for no limit"
+            )
 
     @property
     def public_base(self) -> str:
@@ -124,6 +135,84 @@ class GatewayConfig:
             self.state_dir / "admin_token", lambda: secrets.token_urlsafe(32).encode()
         ).decode()
         return self.admin_token
+
+def field_names() -> list[str]:
+    """The settings a config file may name (GatewayConfig's fields)."""
+    return [f.name for f in fields(GatewayConfig)]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read gateway settings from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file.
+
+    Keys are GatewayConfig field names; values are checked against the
+    field's type. InputError names the file, the key and the fix.
+
+    Example:
+        >>> _ = Path("/tmp/hpcviz-doc-gw.yaml").write_text("{port: 9000, max_lifetime_s: 28800}")
+        >>> read_config_file("/tmp/hpcviz-doc-gw.yaml")
+        {'port': 9000, 'max_lifetime_s': 28800}
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read the config file ({exc.strerror})", "check the path") from None
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(str(path), f"is not valid YAML ({exc})", "fix the syntax") from None
+    elif suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise InputError(str(path), "TOML needs Python 3.11+", "write the file as YAML instead") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(str(path), f"is not valid TOML ({exc})", "fix the syntax") from None
+    else:
+        raise InputError(
+            str(path), f"unknown config file type {suffix or '(none)'!r}", "name it .yaml, .yml or .toml"
+        )
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(str(path), "is not a mapping of setting: value", "write e.g. 'port: 8765'")
+    known = field_names()
+    for key, value in data.items():
+        if key not in known:
+            raise InputError(
+                f"{path}: {key}", "is not a gateway setting", f"use one of {', '.join(known)}"
+            )
+        expected = _FIELD_TYPES[key]
+        if not _has_type(value, expected):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+            raise InputError(f"{path}: {key}", f"{value!r} is not {names}", f"give {key} a value of type {names}")
+    return dict(data)
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    words = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
+             "Path": (str,), "dict": (dict,)}  # fmt: skip
+    out = {}
+    for f in fields(GatewayConfig):
+        names = [part.strip().split("[")[0] for part in str(f.type).split("|")]
+        out[f.name] = tuple(t for name in names for t in words[name])
+    return out
+
+
+def _has_type(value: Any, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in expected:
+        return False  # YAML's true is not a number of seconds
+    return isinstance(value, expected)
+
+
+_FIELD_TYPES = _field_types()
+
 
 def read_or_create_secret(path: Path, make: Any) -> bytes:
     """Read ``path``; if missing, create it once with ``make()`` and mode 0600.

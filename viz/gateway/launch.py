@@ -27,6 +27,7 @@ from aiohttp import web
 from prefect_hpcviz.viz.backends import Backend, JobSpec, JobState, backend_class, get_backend
 from prefect_hpcviz.viz.errors import HpcvizError, InputError
 from prefect_hpcviz.viz.gateway.config import GatewayConfig
+from prefect_hpcviz.viz.gateway.metrics import GatewayMetrics
 from prefect_hpcviz.viz.gateway.registry import (
     FAILED,
     QUEUED,
@@ -161,6 +162,7 @@ class SessionManager:
     def __init__(self, config: GatewayConfig, registry: Registry) -> None:
         self.config = config
         self.registry = registry
+        self.metrics = GatewayMetrics(registry.count_sessions, self.open_websockets)
         self.launched: set[str] = set()
         self._backends: dict[str, Backend] = {}
         self._current: dict[str, Session] = {}
@@ -251,6 +253,10 @@ class SessionManager:
     def touch(self, session_id: str) -> None:
         """Note proxied traffic for a session (cheap; flushed to SQLite by the culler)."""
         self._activity[session_id] = time.time()
+
+    def open_websockets(self) -> int:
+        """How many browser websockets are proxied now."""
+        return sum(len(sockets) for sockets in self._sockets.values())
 
     def socket_opened(self, session_id: str, ws: web.WebSocketResponse) -> None:
         self._sockets.setdefault(session_id, set()).add(ws)
@@ -375,6 +381,7 @@ class SessionManager:
                     await self._fail(
                         session_id,
                         f"the viz server did not report ready within {self.config.launch_timeout_s:g} s",
+                        outcome="timeout",
                     )
                     return
                 if session.job_id:
@@ -416,20 +423,29 @@ class SessionManager:
             raise ReadyRejected(409, f"the session is {session.state} ({session.reason}); start a new one")
         now = time.time()
         session = self._update(session_id, state=READY, host=host, port=port, ready_at=now, last_activity=now)
+        self.metrics.launch_ended("ready", seconds=now - session.created_at)
         self._activity[session_id] = now
         self._ready.setdefault(session_id, asyncio.Event()).set()
         return session
 
     # ------------------------------------------------------------------- stop
-    async def stop_session(self, session_id: str, reason: str, state: str = STOPPED) -> Session | None:
-        """End a session: mark it (so nothing is proxied to it), close its sockets, stop its job."""
+    async def stop_session(
+        self, session_id: str, reason: str, state: str = STOPPED, *, ask_restart: bool = False
+    ) -> Session | None:
+        """End a session: mark it (so nothing is proxied to it), close its sockets, stop its job.
+
+        ``ask_restart``: the next page visit shows ``reason`` and a "Start again"
+        button instead of launching a new server at once.
+        """
         session = self.registry.get_session(session_id)
         if session is None or not session.active:
             return session
+        if session.state in (QUEUED, STARTING):
+            self.metrics.launch_ended("stopped")
         task = self._tasks.pop(session_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        session = self._update(session_id, state=state, reason=reason)
+        session = self._update(session_id, state=state, reason=reason, ask_restart=ask_restart)
         for ws in list(self._sockets.pop(session_id, ())):
             await _quietly(ws.close(code=1001, message=b"the viz server was stopped"))
         backend = self._backend_of(session)
@@ -462,10 +478,13 @@ class SessionManager:
             tail = await _quietly(backend.logs(session.job_id, LOG_TAIL_LINES)) or ""
         return self._update(session.id, state=state, reason=reason, log_tail=tail)
 
-    async def _fail(self, session_id: str, reason: str) -> None:
+    async def _fail(self, session_id: str, reason: str, outcome: str = "failed") -> None:
+        """A launch failed (before ready): stop its job, record why, count it."""
         session = self.registry.get_session(session_id)
         if session is None:
             return
+        if session.active:
+            self.metrics.launch_ended(outcome)
         backend = self._backend_of(session)
         if backend is not None and session.job_id:
             await _quietly(backend.stop(session.job_id))
@@ -481,10 +500,19 @@ class SessionManager:
                 log.exception("checking sessions failed")
 
     async def check_sessions(self) -> None:
-        """One pass: stop idle sessions, record ended jobs, adopt launches of an earlier gateway."""
+        """One pass: stop idle and too old sessions, record ended jobs, adopt launches of an earlier gateway."""
         self._flush_activity()
         now = time.time()
+        max_lifetime = self.config.max_lifetime_s
         for session in self.registry.active_sessions():
+            if max_lifetime is not None and now - session.created_at > max_lifetime:
+                await self.stop_session(
+                    session.id,
+                    f"stopped after {_duration(max_lifetime)}, the gateway's maximum session lifetime; "
+                    "start again",
+                    ask_restart=True,
+                )
+                continue
             if session.state == READY:
                 last = session.last_activity or session.ready_at or session.created_at
                 if now - last > self.config.idle_timeout_s:
@@ -555,6 +583,9 @@ async def _quietly(awaitable):
 
 
 def _duration(seconds: float) -> str:
+    """Seconds as people say them: ``_duration(28800) == "8 h"``, ``_duration(900) == "15 min"``."""
+    if seconds >= 7200:
+        return f"{seconds / 3600:g} h"
     if seconds >= 120:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"

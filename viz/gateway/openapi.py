@@ -7,9 +7,29 @@ from typing import Any
 from prefect_hpcviz import __version__
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
-    """A small OpenAPI 3.1 description of the REST API."""
+def openapi_document(server_url: str, *, metrics_public: bool = False) -> dict[str, Any]:
+    """A small OpenAPI 3.1 description of the REST API.
+
+    ``metrics_public``: ``/metrics`` is open (else it needs the admin token).
+
+    Example:
+        >>> openapi_document("http://127.0.0.1:8765")["paths"]["/metrics"]["get"]["security"]
+        [{'admin': []}]
+    """
     admin = [{"admin": []}]
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    health = {
+        "type": "object",
+        "required": ["status", "registry"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "error"]},
+            "version": {"type": "string"},
+            "registry": {"type": "string", "description": "'ok', or why the SQLite registry cannot be read"},
+            "sessions": {**counts, "description": "active sessions by state (queued, starting, ready)"},
+            "active_sessions": {"type": "integer"},
+            "open_websockets": {"type": "integer"},
+        },
+    }
     viz_id = {"name": "viz_id", "in": "path", "required": True, "schema": {"type": "string"}}
     sid = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
     link = {
@@ -56,7 +76,30 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             }
         },
         "paths": {
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": ok("ok")}}},
+            "/healthz": {
+                "get": {
+                    "summary": "health: the registry answers; active sessions by state (no authentication)",
+                    "security": [],
+                    "responses": {"200": ok("healthy", health), "503": ok("the registry cannot be read", health)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: sessions by state, bytes proxied, launches, launch latency",
+                    "description": (
+                        "Prometheus text exposition format. Open when the gateway runs with "
+                        "metrics_public (--metrics-public); otherwise it needs the admin bearer token."
+                    ),
+                    "security": [] if metrics_public else admin,
+                    "responses": {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **({} if metrics_public else {"401": ok("missing or wrong admin token")}),
+                    },
+                }
+            },
             "/api/visualizations": {
                 "get": {
                     "summary": "list visualizations",

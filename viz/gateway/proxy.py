@@ -7,7 +7,9 @@ re-encoded, raw paths, streamed bodies, websocket subprotocols, 64 MiB
 messages, no compression, and close codes carried across.
 
 The proxy knows nothing about sessions or authentication: the caller gives it
-the request, the target URL and a callback to note activity.
+the request, the target URL and a callback to note activity. It counts the
+bytes it moves in a :class:`~prefect_hpcviz.viz.gateway.metrics.Traffic`
+(integer additions only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
+
+from prefect_hpcviz.viz.gateway.metrics import ByteCount, Traffic
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class ReverseProxy:
     Args:
         max_ws_message: largest websocket message, either direction (bytes).
         connect_timeout: seconds to wait for a backend to accept a connection.
+        traffic: where proxied bytes are counted (default: a new Traffic).
 
     Example:
         >>> proxy = ReverseProxy()
@@ -98,9 +103,16 @@ class ReverseProxy:
         >>> # return await proxy.http(request, build_target("127.0.0.1", port, "/index.html"))
     """
 
-    def __init__(self, *, max_ws_message: int = 64 * 1024 * 1024, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_ws_message: int = 64 * 1024 * 1024,
+        connect_timeout: float = 10.0,
+        traffic: Traffic | None = None,
+    ) -> None:
         self.max_ws_message = max_ws_message
         self.connect_timeout = connect_timeout
+        self.traffic = traffic if traffic is not None else Traffic()
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -162,6 +174,7 @@ class ReverseProxy:
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
         response: web.StreamResponse | None = None
+        sent = self.traffic.http_to_client
         try:
             out = end_to_end(upstream.headers)
             if drop_set_cookie is not None:
@@ -172,6 +185,7 @@ class ReverseProxy:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                sent.n += len(chunk)
                 on_activity()
             await response.write_eof()
             return response
@@ -185,6 +199,8 @@ class ReverseProxy:
             return response
         finally:
             upstream.release()
+            if body is not None:
+                self.traffic.http_to_backend.n += request.content.total_bytes
 
     # --------------------------------------------------------------- websocket
     async def websocket(
@@ -244,7 +260,7 @@ class ReverseProxy:
             raise
         on_open(client)
         try:
-            await _bridge(client, upstream, transform, on_activity)
+            await _bridge(client, upstream, transform, on_activity, self.traffic)
         finally:
             on_close(client)
             if not upstream.closed:
@@ -253,9 +269,12 @@ class ReverseProxy:
 
 
 async def _pump(
-    src, dst, transform: FrameTransform | None, on_activity: Callable[[], None]
+    src, dst, transform: FrameTransform | None, on_activity: Callable[[], None], count: ByteCount
 ) -> tuple[int, str]:
-    """Copy messages src -> dst until src closes; return (close code, reason)."""
+    """Copy messages src -> dst until src closes, adding payload sizes to ``count``.
+
+    Returns (close code, reason).
+    """
     WS = aiohttp.WSMsgType
     try:
         while True:
@@ -266,8 +285,10 @@ async def _pump(
                         await dst.send_bytes(frame)
                 else:
                     await dst.send_bytes(msg.data)
+                count.n += len(msg.data)
             elif msg.type is WS.TEXT:
                 await dst.send_str(msg.data)
+                count.n += len(msg.data)
             elif msg.type is WS.CLOSE:
                 return int(msg.data or 1005), msg.extra or ""
             elif msg.type in (WS.CLOSING, WS.CLOSED, WS.ERROR):
@@ -280,9 +301,11 @@ async def _pump(
         return 1006, ""
 
 
-async def _bridge(client, upstream, transform, on_activity) -> None:
-    to_backend = asyncio.ensure_future(_pump(client, upstream, transform, on_activity))
-    to_client = asyncio.ensure_future(_pump(upstream, client, None, on_activity))
+async def _bridge(client, upstream, transform, on_activity, traffic: Traffic) -> None:
+    to_backend = asyncio.ensure_future(
+        _pump(client, upstream, transform, on_activity, traffic.ws_to_backend)
+    )
+    to_client = asyncio.ensure_future(_pump(upstream, client, None, on_activity, traffic.ws_to_client))
     try:
         done, _ = await asyncio.wait({to_backend, to_client}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:

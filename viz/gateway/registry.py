@@ -43,11 +43,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     ready_at REAL,
     last_activity REAL,
     reason TEXT NOT NULL DEFAULT '',
-    log_tail TEXT NOT NULL DEFAULT ''
+    log_tail TEXT NOT NULL DEFAULT '',
+    ask_restart INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_by_viz ON sessions(viz_id, created_at);
 CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions(state);
 """
+# Columns added after the first release: (name, definition) for ALTER TABLE on older files.
+_ADDED_COLUMNS = [("ask_restart", "INTEGER NOT NULL DEFAULT 0")]
 
 
 @dataclass
@@ -85,6 +88,12 @@ class Session:
     last_activity: float | None
     reason: str
     log_tail: str
+    # Ended in a way the user should see (e.g. the maximum lifetime): the next
+    # page visit shows the reason and "Start again" instead of relaunching at once.
+    ask_restart: bool = False
+
+    def __post_init__(self) -> None:
+        self.ask_restart = bool(self.ask_restart)
 
     @property
     def active(self) -> bool:
@@ -119,6 +128,10 @@ class Registry:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {definition}")
         self.path.chmod(0o600)
 
     def close(self) -> None:
@@ -215,7 +228,26 @@ class Registry:
         rows = self._exec(f"SELECT * FROM sessions WHERE state IN ({marks})", ACTIVE_STATES)
         return [Session(**dict(r)) for r in rows]
 
-    _UPDATABLE = {"state", "job_id", "host", "port", "ready_at", "last_activity", "reason", "log_tail"}
+    _UPDATABLE = {
+        "state", "job_id", "host", "port", "ready_at", "last_activity", "reason", "log_tail", "ask_restart",
+    }  # fmt: skip
+
+    def count_sessions(self, states: tuple[str, ...] = (*ACTIVE_STATES, FAILED, STOPPED)) -> dict[str, int]:
+        """``{state: number of sessions}`` for these states (0 where none); one indexed query.
+
+        Raises sqlite3.Error when the database cannot be read (``/healthz`` reports that).
+
+        Example:
+            >>> Registry("/tmp/hpcviz-doc/registry.sqlite").count_sessions(("ready",))
+            {'ready': 0}
+        """
+        marks = ", ".join("?" for _ in states)
+        rows = self._exec(
+            f"SELECT state, COUNT(*) FROM sessions WHERE state IN ({marks}) GROUP BY state", tuple(states)
+        )
+        counts = dict.fromkeys(states, 0)
+        counts.update((row[0], row[1]) for row in rows)
+        return counts
 
     def update_session(self, session_id: str, **fields: Any) -> Session | None:
         """Change some fields of a session; return the session as stored now."""

@@ -14,8 +14,7 @@ from aiohttp import web
 
 from prefect_hpcviz.viz.errors import HpcvizError, InputError
 from prefect_hpcviz.viz.gateway.app import RedactingAccessLogger, create_app
-from prefect_hpcviz.viz.gateway.config import LOOPBACK_HOSTS, GatewayConfig
-from prefect_hpcviz.viz.paths import hpcviz_home
+from prefect_hpcviz.viz.gateway.config import GatewayConfig, read_config_file
 
 
 def run_gateway(config: GatewayConfig) -> None:
@@ -48,8 +47,20 @@ async def _serve(config: GatewayConfig) -> None:
         await runner.cleanup()
 
 
+# option dest -> GatewayConfig field, for options whose names differ
+_FIELD_OF = {
+    "link_ttl": "link_ttl_s",
+    "idle_timeout": "idle_timeout_s",
+    "launch_timeout": "launch_timeout_s",
+    "max_lifetime": "max_lifetime_s",
+}
+
+
 def config_from_args(argv: Sequence[str] | None = None) -> GatewayConfig:
-    """Parse ``hpcviz gateway`` options into a GatewayConfig.
+    """Parse ``hpcviz gateway`` options (and ``--config FILE``) into a GatewayConfig.
+
+    Settings come from the defaults, then the config file, then the options
+    given on the command line (each overrides the one before).
 
     Example:
         >>> config_from_args(["--port", "9000", "--state-dir", "/tmp/gw"]).port
@@ -60,38 +71,35 @@ def config_from_args(argv: Sequence[str] | None = None) -> GatewayConfig:
         description=(
             "Run the hpcviz gateway: it registers visualizations, trades signed links for "
             "cookies, starts a viz server on the first click and proxies it under /s/<id>/. "
-            "Viz servers keep running across a gateway restart; the new gateway picks them up."
+            "Viz servers keep running across a gateway restart; the new gateway picks them up. "
+            "GET /healthz reports the registry and session counts (no authentication); "
+            "GET /metrics serves Prometheus metrics."
         ),
+        argument_default=argparse.SUPPRESS,  # only options given on the command line override the file
     )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) file of settings; keys are GatewayConfig field names (host, port, public_url, state_dir, idle_timeout_s, max_lifetime_s, metrics_public, ...); options given here override it")
+    p.add_argument("--host", help="interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, help="port to listen on (default: 8765)")
     p.add_argument("--public-url", metavar="URL", help="URL browsers reach the gateway at, e.g. https://viz.example.org behind a TLS proxy; links are built from it (default: http://HOST:PORT)")
     p.add_argument("--internal-url", metavar="URL", help="URL viz server jobs report readiness to; an address compute nodes can reach (default: http://127.0.0.1:PORT)")
-    p.add_argument("--state-dir", default=str(hpcviz_home() / "gateway"), metavar="DIR", help="SQLite registry, signing key, admin token and job logs (default: $HPCVIZ_HOME/gateway)")
-    p.add_argument("--link-ttl", type=float, default=7 * 24 * 3600, metavar="S", help="lifetime of a shared link in seconds (default: 7 days)")
-    p.add_argument("--idle-timeout", type=float, default=900.0, metavar="S", help="stop a session with no traffic for S seconds (default: 900)")
-    p.add_argument("--launch-timeout", type=float, default=120.0, metavar="S", help="a server not ready S seconds after launch has failed (default: 120)")
-    p.add_argument("--allowed-backend-hosts", default=LOOPBACK_HOSTS, metavar="REGEX", help="hosts a viz server may report; the proxy connects nowhere else (default: loopback only)")
-    p.add_argument("--launcher", default=None, metavar="JSON", help='launcher for registrations that name none, e.g. {"kind": "local", "options": {}}')
-    args = p.parse_args(argv)
-    extra = {}
-    if args.launcher:
+    p.add_argument("--state-dir", metavar="DIR", help="SQLite registry, signing key, admin token and job logs (default: $HPCVIZ_HOME/gateway)")
+    p.add_argument("--link-ttl", type=float, metavar="S", help="lifetime of a shared link in seconds (default: 7 days)")
+    p.add_argument("--idle-timeout", type=float, metavar="S", help="stop a session with no traffic for S seconds (default: 900)")
+    p.add_argument("--max-lifetime", type=float, metavar="S", help="stop a session S seconds after its launch, busy or not; its page says so and offers to start again (default: no limit)")
+    p.add_argument("--launch-timeout", type=float, metavar="S", help="a server not ready S seconds after launch has failed (default: 120)")
+    p.add_argument("--allowed-backend-hosts", metavar="REGEX", help="hosts a viz server may report; the proxy connects nowhere else (default: loopback only)")
+    p.add_argument("--launcher", metavar="JSON", help='launcher for registrations that name none, e.g. {"kind": "local", "options": {}}')
+    p.add_argument("--metrics-public", action=argparse.BooleanOptionalAction, help="serve /metrics without authentication (for a Prometheus on a trusted network); by default /metrics needs 'Authorization: Bearer <admin token>' like the REST API")
+    args = vars(p.parse_args(argv))
+    settings = read_config_file(args.pop("config")) if "config" in args else {}
+    if "launcher" in args:
         try:
-            extra["default_launcher"] = json.loads(args.launcher)
+            settings["default_launcher"] = json.loads(args.pop("launcher"))
         except json.JSONDecodeError as exc:
             raise InputError("--launcher", f"is not JSON ({exc.msg})", 'give e.g. {"kind": "local", "options": {}}') from None
-    return GatewayConfig(
-        host=args.host,
-        port=args.port,
-        public_url=args.public_url,
-        internal_url=args.internal_url,
-        state_dir=args.state_dir,
-        link_ttl_s=args.link_ttl,
-        idle_timeout_s=args.idle_timeout,
-        launch_timeout_s=args.launch_timeout,
-        allowed_backend_hosts=args.allowed_backend_hosts,
-        **extra,
-    )
+    for dest, value in args.items():
+        settings[_FIELD_OF.get(dest, dest)] = value
+    return GatewayConfig(**settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from prefect_hpcviz.viz.gateway import pages
 from prefect_hpcviz.viz.gateway.config import GatewayConfig
 from prefect_hpcviz.viz.gateway.launch import SessionManager
 from prefect_hpcviz.viz.gateway.proxy import BackendUnavailable, ReverseProxy, build_target
-from prefect_hpcviz.viz.gateway.registry import FAILED, READY, Registry, Session, Visualization
+from prefect_hpcviz.viz.gateway.registry import FAILED, READY, STOPPED, Registry, Session, Visualization
 from prefect_hpcviz.viz.gateway.tokens import COOKIE, LINK, Signer, TokenError
 from prefect_hpcviz.viz.gateway.wslink_auth import HelloSecretInjector
 
@@ -219,7 +219,9 @@ class ViewerRoutes:
                 session = await self.sessions.backend_lost(session.id, str(exc)) or session
                 return self._ended_response(request, viz, session, tail)
         if wants_html(request):
-            if session is not None and session.state == FAILED:
+            if session is not None and (
+                session.state == FAILED or (session.state == STOPPED and session.ask_restart)
+            ):  # say what happened; "Start again" launches a new one
                 return self._ended_response(request, viz, session, tail)
             self.sessions.ensure(viz)
             status = await self._settle(viz.id, self.config.hold_first_page_s)
