@@ -304,3 +304,10 @@ def test_the_gateway_command_runs_from_a_config_file(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_the_access_log_is_off_unless_asked_for():
+    from prefect_hpcviz.viz.gateway.run import config_from_args
+
+    assert config_from_args(["--state-dir", "/tmp/hpcviz-gw-opts"]).access_log is False
+    assert config_from_args(["--state-dir", "/tmp/hpcviz-gw-opts", "--access-log"]).access_log is True

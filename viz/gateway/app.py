@@ -87,6 +87,11 @@ class RedactingAccessLogger(AbstractAccessLogger):
         >>> # web.AppRunner(create_app(config), access_log_class=RedactingAccessLogger)
     """
 
+    @property
+    def enabled(self) -> bool:
+        """aiohttp skips log() (and its formatting) when INFO is off for this logger."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = _TOKEN_IN_QUERY.sub(r"\1<redacted>", request.raw_path)
         self.logger.info(

@@ -49,6 +49,8 @@ class GatewayConfig:
         default_launcher: ``{"kind", "options"}`` used when a registration gives none.
         poll_interval_s: how often jobs are checked and idle sessions culled.
         max_ws_message: largest websocket message proxied, either direction.
+        access_log: log one line per request (``hpcviz gateway`` only; link
+            tokens redacted). Off by default: it costs about 20 us a request.
         metrics_public: serve ``/metrics`` without authentication (scrape from
             a trusted network only); False: it needs the admin bearer token.
 
@@ -74,6 +76,7 @@ class GatewayConfig:
     max_ws_message: int = 64 * 1024 * 1024
     max_lifetime_s: float | None = None
     metrics_public: bool = False
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser()

@@ -122,6 +122,7 @@ class Registry:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
+        self._visualizations: dict[str, Visualization] = {}
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -168,12 +169,22 @@ class Registry:
             "INSERT INTO visualizations VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
             (viz.id, title, data, app, json.dumps(launcher), json.dumps(view), viz.created_at),
         )
+        self._visualizations[viz.id] = viz
         return viz
 
     def get_visualization(self, viz_id: str) -> Visualization | None:
-        """The visualization with this id, or None."""
-        rows = self._exec("SELECT * FROM visualizations WHERE id = ?", (viz_id,))
-        return _viz(rows[0]) if rows else None
+        """The visualization with this id, or None.
+
+        Every proxied request asks, so visualizations are kept in memory once
+        read; :meth:`revoke` drops its entry before it returns.
+        """
+        viz = self._visualizations.get(viz_id)
+        if viz is None:
+            rows = self._exec("SELECT * FROM visualizations WHERE id = ?", (viz_id,))
+            if not rows:
+                return None
+            viz = self._visualizations[viz_id] = _viz(rows[0])
+        return viz
 
     def list_visualizations(self) -> list[Visualization]:
         """All visualizations, newest first."""
@@ -183,6 +194,7 @@ class Registry:
         """Mark a visualization revoked (its links and cookies stop working)."""
         with self._lock:
             cur = self._db.execute("UPDATE visualizations SET revoked = 1 WHERE id = ?", (viz_id,))
+            self._visualizations.pop(viz_id, None)
             return cur.rowcount > 0
 
     # ---------------------------------------------------------------- sessions
