@@ -44,7 +44,6 @@ import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -457,20 +456,17 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 def idle_memory(client: Client, name: str, pid: int, url: str, headers: dict) -> dict:
     """RSS before, with 1,000 idle websockets, after closing them, and with 1,000 again."""
-    time.sleep(1.0)
+    time.sleep(1.0)  # let the process settle before the first reading
     base = rss(pid)
-    first = client.call(op="ws_open", url=url, n=IDLE_SOCKETS, headers=headers)
-    time.sleep(1.0)
-    open1 = rss(pid)
-    client.call(op="ws_close")
-    time.sleep(3.0)
-    after = rss(pid)
-    second = client.call(op="ws_open", url=url, n=IDLE_SOCKETS, headers=headers)
-    time.sleep(1.0)
-    open2 = rss(pid)
-    client.call(op="ws_close")
-    time.sleep(2.0)
-    after2 = rss(pid)
+    rounds = []  # (open result, RSS with the sockets open, RSS after closing them)
+    for _ in range(2):  # a second round shows whether closed sockets' memory is reused
+        opened = client.call(op="ws_open", url=url, n=IDLE_SOCKETS, headers=headers)
+        time.sleep(1.0)
+        with_open = rss(pid)
+        client.call(op="ws_close")
+        time.sleep(2.5)
+        rounds.append((opened, with_open, rss(pid)))
+    (first, open1, after), (second, open2, after2) = rounds
     ok = first.get("alive") == IDLE_SOCKETS and second.get("alive") == IDLE_SOCKETS
     print(
         f"  {name}: {first} / {second}; RSS {base / MiB:.1f} -> {open1 / MiB:.1f} -> {after / MiB:.1f} "
