@@ -7,10 +7,13 @@ CI=true that fails the test; elsewhere it skips with the reason.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 
 # Before anything imports vtk or prefect.
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
@@ -51,19 +54,11 @@ def prefect_harness():
         flush_prefect_logs_and_events()
 
 
-def flush_prefect_logs_and_events() -> None:
-    """Deliver Prefect's queued logs and events while the API still runs.
-
-    Prefect drains these queues at interpreter exit; once the test server is
-    gone that drain waits forever and the test run never ends.
-    """
-    from prefect_hpcviz.cli.services import flush_prefect_logs_and_events as flush
-
-    flush(timeout_s=10)
-
 
 def pytest_unconfigure(config):
-    if "prefect" in __import__("sys").modules:
+    # Prefect drains its log and event queues at interpreter exit; once the
+    # test servers are gone that drain would wait forever. Drain them now.
+    if "prefect" in sys.modules:
         flush_prefect_logs_and_events()
 
 
