@@ -1,4 +1,5 @@
-"""Open simulation output (VTK XML, .pvd series, NetCDF, Zarr; local or fsspec URLs).
+"""Open simulation output (VTK XML and partitioned VTK, .pvd series, VTKHDF, Exodus II,
+OpenFOAM cases, NetCDF/HDF5, Zarr, raw volumes; local paths or fsspec URLs).
 
 Example:
     >>> from prefect_hpcviz.viz.datasets import open_dataset, write_synthetic  # doctest: +SKIP

@@ -15,6 +15,7 @@ from vtkmodules.util.numpy_support import get_numpy_array_type
 from ..errors import InputError
 from .location import FileStamp, Location
 from .summary import DatasetSummary, FieldSummary, unknown_field_error
+from .volume import ChunkedVolume
 
 _KINDS_WITH_DIMENSIONS = ("ImageData", "StructuredGrid", "RectilinearGrid", "UniformGrid")
 
@@ -23,7 +24,8 @@ class Dataset(ABC):
     """A simulation output opened for reading: one or more time steps of one mesh.
 
     Create it with :func:`open_dataset`. Attributes: ``source`` (resolved path or
-    URL), ``format`` ("vti", "vtu", "vtp", "vts", "pvd", "netcdf", "zarr"),
+    URL), ``format`` ("vti", "vtu", "vtp", "vts", "pvti", "pvtu", "pvtp", "pvd",
+    "vtkhdf", "exodus", "openfoam", "netcdf", "hdf5", "zarr", "raw"),
     ``time_values`` (``[0.0]`` for a single file), ``nbytes`` (bytes on
     storage, every file involved). Picklable, so it can be handed to Dask tasks.
 
@@ -53,6 +55,14 @@ class Dataset(ABC):
     @abstractmethod
     def _read(self, step: int, fields: list[str] | None) -> pyvista.DataSet:
         """Read one validated time step, only ``fields`` when not None."""
+
+    # -- to implement by readers of uniform grids (see volume.py) ------------
+    #: True when :meth:`volume` works: every time step is one axis-aligned uniform grid.
+    is_volume: bool = False
+
+    def _volume(self, step: int, field: str, chunk_bytes: int | None) -> ChunkedVolume:
+        """A lazy chunked view of one validated (step, point field); only if ``is_volume``."""
+        raise NotImplementedError
 
     # -- public API ----------------------------------------------------------
     @property
@@ -97,6 +107,41 @@ class Dataset(ABC):
                 if name not in available:
                     raise unknown_field_error(name, available, self.source)
         return self._read(index, wanted)
+
+    def volume(self, step: int, field: str, *, chunk_bytes: int | None = None) -> ChunkedVolume:
+        """One point field of time step ``step`` as a lazy, chunked dask array (nothing is read yet).
+
+        Only for uniform grids (``is_volume`` is True: Zarr, NetCDF, .vti, ...).
+        Chunks follow the storage's own chunks, merged up to about
+        ``chunk_bytes`` (default :data:`~.volume.DEFAULT_CHUNK_BYTES`).
+
+        Raises:
+            InputError: not a uniform grid, step out of range, unknown field.
+
+        Example:
+            >>> vol = open_dataset("run.zarr").volume(0, "pressure")   # doctest: +SKIP
+            >>> float(vol.data.max().compute())                         # doctest: +SKIP
+            1.93
+        """
+        if not self.is_volume:
+            raise InputError(self.source, f"is {self.format} data, not a uniform grid that can be read "
+                             "chunk by chunk", "use read() for whole time steps")
+        index = self._check_step(step)
+        if field not in self._field_names()[0]:
+            raise unknown_field_error(field, self.field_names(), self.source)
+        return self._volume(index, field, chunk_bytes)
+
+    def _check_step(self, step: int) -> int:
+        try:
+            index = operator.index(step)
+        except TypeError:
+            raise InputError(self.source, f"time step {step!r} is not an integer",
+                             f"use a step between 0 and {self.n_steps - 1}") from None
+        if not 0 <= index < self.n_steps:
+            raise InputError(self.source, f"time step {index} is out of range (it has {self.n_steps} "
+                             f"time step{'s' if self.n_steps != 1 else ''})",
+                             f"use a step between 0 and {self.n_steps - 1}")
+        return index
 
     def fingerprint(self) -> str:
         """A hex sha256 of (url, size, mtime or etag) of every file involved.

@@ -5,15 +5,13 @@ fsspec call on the way to a VTK reader). Other protocols (``az://``,
 ``s3://``, ``memory://``, ...) go through fsspec; whole-file formats are
 copied once into a local cache whose entry is keyed by (url, size, version),
 so a changed remote file is fetched again and a half-finished download is
-never mistaken for a cached one.
+never mistaken for a cached one (see cache.py; the cache is bounded).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +21,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import InputError
-from ..paths import hpcviz_home
+from .cache import WholeFileCache
 
-CACHE_ENV = "HPCVIZ_CACHE_DIR"
 _VERSION_KEYS = ("ETag", "etag", "version_id", "VersionId", "mtime", "LastModified",
                  "last_modified", "updated", "created")
 
@@ -162,40 +159,51 @@ class Location:
         found = fs.find(self.fs_path, detail=True)
         return [_remote_stamp(fs.unstrip_protocol(path), info) for path, info in sorted(found.items())]
 
-    def local_path(self, cache_dir: str | os.PathLike | None = None) -> str:
+    def local_path(self, cache: WholeFileCache | None = None) -> str:
         """A local file path holding this file's bytes.
 
         Local files are returned as they are. Remote files are downloaded once
-        into ``cache_dir`` (default: :func:`default_cache_dir`), written
-        atomically, in a folder named after (url, size, version).
+        into the bounded :class:`WholeFileCache` (default: ``$HPCVIZ_CACHE_DIR``,
+        at most ``$HPCVIZ_CACHE_MAX_BYTES``), written atomically, in an entry
+        named after (url, size, version).
+
+        Example:
+            >>> resolve_location("az://runs/mesh.vtu").local_path()  # doctest: +SKIP
+            '/home/me/.hpcviz/cache/fsspec/3f9a.../mesh.vtu'
         """
         if self.is_local:
             return self.url
         stamp = self.stamp()
-        key = hashlib.sha256(f"{stamp.url}\0{stamp.size}\0{stamp.version}".encode()).hexdigest()[:24]
-        root = Path(cache_dir or default_cache_dir())
-        target = root / key / (self.name or "data")
-        if target.is_file() and target.stat().st_size == stamp.size:
-            return str(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            self.fs.get_file(self.fs_path, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return str(target)
+        cache = cache or WholeFileCache()
+        return cache.fetch_file((stamp.url, str(stamp.size), stamp.version), self.name or "data", stamp.size,
+                                lambda tmp: self.fs.get_file(self.fs_path, tmp))
 
+    def local_tree(self, cache: WholeFileCache | None = None) -> str:
+        """A local folder holding a copy of this folder (for readers that need a directory).
 
-def default_cache_dir() -> Path:
-    """``$HPCVIZ_CACHE_DIR``, else ``$HPCVIZ_HOME/cache/fsspec`` (``~/.hpcviz/cache/fsspec``)."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return hpcviz_home() / "cache" / "fsspec"
+        Local folders are returned as they are; remote ones are downloaded once
+        into the bounded cache, keyed by the stamps of every file inside.
+
+        Example:
+            >>> resolve_location("az://runs/cavity").local_tree()  # doctest: +SKIP
+            '/home/me/.hpcviz/cache/fsspec/77c1.../cavity'
+        """
+        if self.is_local:
+            return self.url
+        stamps = self.stamps()
+        identity = [self.url] + [f"{s.url}:{s.size}:{s.version}" for s in stamps]
+        base = self.fs_path.rstrip("/")
+        fs = self.fs
+
+        def download(tmp: str) -> None:
+            for stamp in stamps:
+                path = fs._strip_protocol(stamp.url)
+                relative = posixpath.relpath(path, base)
+                target = os.path.join(tmp, *relative.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                fs.get_file(path, target)
+
+        return (cache or WholeFileCache()).fetch_tree(identity, self.name or "data", download)
 
 
 def resolve_location(source: str | os.PathLike, storage_options: dict | None = None) -> Location:

@@ -1,4 +1,4 @@
-"""ParaView .pvd collections: one VTK XML file per time step (and part).
+"""ParaView .pvd collections: one VTK XML file (or partitioned .pvtu/.pvti) per time step (and part).
 
 Time values come from the ``timestep`` attribute of each ``<DataSet>``; file
 names are relative to the .pvd's folder. Several parts at one time step are
@@ -15,6 +15,7 @@ import pyvista
 from ..errors import InputError
 from .base import Dataset
 from .location import FileStamp, Location
+from .partitioned import PARTITIONED_TYPES, PartitionedDataset
 from .vtk_xml import VTK_XML_READERS, read_vtk_xml, vtk_xml_field_names
 
 _FIX = "re-export it, or check the path"
@@ -64,8 +65,8 @@ def parse_pvd(location: Location) -> list[SeriesPiece]:
                              _FIX) from None
         piece = location.sibling(file)
         fmt = piece.suffix.lstrip(".")
-        if fmt not in VTK_XML_READERS:
-            supported = ", ".join(f".{k}" for k in VTK_XML_READERS)
+        if fmt not in VTK_XML_READERS and fmt not in PARTITIONED_TYPES:
+            supported = ", ".join(f".{k}" for k in [*VTK_XML_READERS, *PARTITIONED_TYPES])
             raise InputError(piece.url, f"listed in {location.name} but is not a VTK XML file "
                              f"this reader handles (supported: {supported})", "convert it, or list other files")
         piece.require(referenced_by=location.url)
@@ -104,18 +105,59 @@ class VtkSeriesDataset(Dataset):
             for piece in step:
                 if piece.location.url not in seen:
                     seen.add(piece.location.url)
-                    stamps.append(piece.location.stamp())
+                    stamps.extend(_stamps(piece))
         return stamps
 
     def _field_names(self) -> tuple[list[str], list[str]]:
         if self._names is None:
             piece = self._steps[0][0]
-            self._names = vtk_xml_field_names(piece.location.local_path(), piece.format, piece.location.url)
+            if piece.format in PARTITIONED_TYPES:
+                self._names = PartitionedDataset(piece.location, piece.format)._field_names()
+            else:
+                self._names = vtk_xml_field_names(piece.location.local_path(), piece.format, piece.location.url)
         return self._names
 
     def _read(self, step: int, fields: list[str] | None) -> pyvista.DataSet:
-        meshes = [read_vtk_xml(p.location.local_path(), p.format, name=p.location.url, fields=fields)
-                  for p in self._steps[step]]
+        meshes = [self._read_piece(p, step, fields) for p in self._steps[step]]
         if len(meshes) == 1:
             return meshes[0]
         return pyvista.merge(meshes, merge_points=False)
+
+    @property
+    def is_volume(self) -> bool:  # type: ignore[override]
+        """True when every time step is one .vti file (read chunk by chunk by :meth:`volume`)."""
+        return all(len(step) == 1 and step[0].format == "vti" for step in self._steps)
+
+    def _volume(self, step: int, field: str, chunk_bytes: int | None):
+        from .vti_volume import vti_volume
+
+        piece = self._steps[step][0]
+        path = piece.location.local_path()
+        points, cells = vtk_xml_field_names(path, piece.format, piece.location.url)
+        if field not in points:
+            raise InputError(f"{self.source} time step {step}",
+                             f"field {field!r} is missing (this step has: {', '.join(sorted(points + cells)) or 'none'})",
+                             "drop it from the recipe's 'fields', or fix the input")
+        return vti_volume(path, field, name=piece.location.url, chunk_bytes=chunk_bytes)
+
+    def _read_piece(self, piece: SeriesPiece, step: int, fields: list[str] | None) -> pyvista.DataSet:
+        """Read one file; InputError naming it when it lacks a field the first time step has."""
+        if piece.format in PARTITIONED_TYPES:  # a .pvtu/.pvti per time step: read with its pieces
+            mesh = PartitionedDataset(piece.location, piece.format)._read(0, fields)
+        else:
+            mesh = read_vtk_xml(piece.location.local_path(), piece.format, name=piece.location.url, fields=fields)
+        points, cells = self._field_names()
+        for association, names, data in (("point", points, mesh.point_data), ("cell", cells, mesh.cell_data)):
+            for name in names:
+                if (fields is None or name in fields) and name not in data:
+                    raise InputError(piece.location.url, f"has no {association} field {name!r}, which the first "
+                                     f"time step of {self.location.name} has (this is time step {step})",
+                                     "re-export that time step, or read only fields present in every step")
+        return mesh
+
+
+def _stamps(piece: SeriesPiece) -> list[FileStamp]:
+    """The stamps of a series entry: its file, and the pieces of a partitioned file."""
+    if piece.format in PARTITIONED_TYPES:
+        return PartitionedDataset(piece.location, piece.format).stamps()
+    return [piece.location.stamp()]

@@ -12,9 +12,6 @@ import os
 import re
 
 import pyvista
-from vtkmodules.util.misc import calldata_type
-from vtkmodules.util.vtkConstants import VTK_STRING
-from vtkmodules.vtkCommonCore import vtkObject
 from vtkmodules.vtkIOXML import (
     vtkXMLImageDataReader,
     vtkXMLPolyDataReader,
@@ -25,6 +22,7 @@ from vtkmodules.vtkIOXML import (
 from ..errors import InputError
 from .base import Dataset
 from .location import FileStamp, Location
+from .vtk_errors import ErrorCollector
 
 VTK_XML_READERS = {
     "vti": vtkXMLImageDataReader,
@@ -35,37 +33,6 @@ VTK_XML_READERS = {
 VTK_XML_KINDS = {"vti": "ImageData", "vtu": "UnstructuredGrid", "vtp": "PolyData", "vts": "StructuredGrid"}
 _FIX = "re-export it, or check the path"
 _TAIL = b"</VTKFile>"
-
-
-class _ErrorCollector:
-    """Receives VTK error events (as a vtkCommand) so that none is printed."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self._sink = vtkObject()
-        tag = self._sink.AddObserver("ErrorEvent", self._on_error)
-        self.command = self._sink.GetCommand(tag)
-
-    @calldata_type(VTK_STRING)
-    def _on_error(self, caller, event, message) -> None:  # noqa: ARG002 (VTK signature)
-        self.messages.append(_clean(message))
-
-    def attach(self, reader) -> None:
-        reader.SetReaderErrorObserver(self.command)
-        reader.SetParserErrorObserver(self.command)
-        reader.AddObserver("ErrorEvent", self._on_error)
-        reader.GetExecutive().AddObserver("ErrorEvent", self._on_error)
-
-    def first(self) -> str:
-        return self.messages[0] if self.messages else ""
-
-
-def _clean(message: str | None) -> str:
-    """VTK's 'ERROR: In file, line N\\nvtkClass (0x..): text' -> 'text' (first line)."""
-    text = str(message or "").strip()
-    text = re.sub(r"^ERROR: In .*?, line \d+\s*", "", text)
-    text = re.sub(r"^\w+ \(0x[0-9a-fA-F]+\): ", "", text)
-    return text.splitlines()[0].strip() if text else ""
 
 
 def _new_reader(path: str, fmt: str, name: str):
@@ -90,7 +57,7 @@ def _new_reader(path: str, fmt: str, name: str):
     reader = VTK_XML_READERS[fmt]()
     if not reader.CanReadFile(path):
         raise InputError(name, f"truncated or not a VTK XML file (expected a VTK XML {kind} file)", _FIX)
-    errors = _ErrorCollector()
+    errors = ErrorCollector()
     errors.attach(reader)
     reader.SetFileName(path)
     reader.UpdateInformation()
@@ -238,3 +205,12 @@ class VtkFileDataset(Dataset):
 
     def _read(self, step: int, fields: list[str] | None) -> pyvista.DataSet:
         return read_vtk_xml(self.location.local_path(), self.format, name=self.source, fields=fields)
+
+    @property
+    def is_volume(self) -> bool:  # type: ignore[override]
+        return self.format == "vti"
+
+    def _volume(self, step: int, field: str, chunk_bytes: int | None):
+        from .vti_volume import vti_volume
+
+        return vti_volume(self.location.local_path(), field, name=self.source, chunk_bytes=chunk_bytes)
