@@ -7,7 +7,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from prefect_hpcviz.blocks.clusters import LocalDaskCluster
+from prefect_hpcviz.blocks.azure import AzureBatchDaskCluster
+from prefect_hpcviz.blocks.clusters import LocalDaskCluster, SlurmDaskCluster
+from prefect_hpcviz.tasks.progress import ReductionProgress
 from prefect_hpcviz.tasks.retry import unless_bad_input
 from prefect_hpcviz.viz import reduce as engine
 from prefect_hpcviz.viz.datasets import DatasetSummary, summarize
@@ -35,13 +37,14 @@ def reduce_dataset(
     *,
     summary: DatasetSummary | None = None,
     out_dir: str | None = None,
-    cluster: LocalDaskCluster | None = None,
+    cluster: LocalDaskCluster | SlurmDaskCluster | AzureBatchDaskCluster | None = None,
 ) -> engine.ReducedDataset:
     """Run a reduction recipe over ``source`` as a Dask graph.
 
     The result is cached on disk by (inputs, recipe): a second run with the
     same inputs returns at once. A retry after a lost worker picks up where
-    the atomic output left off.
+    the atomic output left off. A progress artifact follows the reduction
+    while it runs (one step per output chunk, layer or statistics record).
 
     Args:
         source: a dataset path or fsspec URL.
@@ -56,12 +59,15 @@ def reduce_dataset(
         ...                          cluster=LocalDaskCluster(n_workers=2))
     """
     logger = get_run_logger()
-    summary = summary or summarize(source)
+    if recipe is None and summary is None:
+        summary = summarize(source)  # the default recipe needs field ranges (reads every step)
     resolved = resolve_recipe(recipe, summary)
     out = Path(out_dir) if out_dir else hpcviz_home() / "reduced"
+    progress = ReductionProgress(source)
     with (cluster or LocalDaskCluster()).get_client() as client:
         logger.info("reducing %s on %s", source, client.scheduler_info().get("address", "dask"))
-        reduced = engine.reduce_dataset(source, resolved, out, client=client, summary=summary)
+        reduced = engine.reduce_dataset(source, resolved, out, client=client, summary=summary,
+                                        progress=progress)
     logger.info(
         "%s %.1f MB to %.1f MB in %.1f s -> %s",
         "reused the earlier reduction of" if reduced.cached else "reduced",

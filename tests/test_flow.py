@@ -59,8 +59,12 @@ async def _logs(flow_run_id):
 
 async def test_flow_publishes_markdown_link_and_table_artifacts(flow_run):
     flow_run_id, publication, _ = flow_run
-    by_key = {a.key: a for a in await _artifacts(flow_run_id)}
+    artifacts = await _artifacts(flow_run_id)
+    by_key = {a.key: a for a in artifacts if a.key is not None}
     assert set(by_key) == {"hpcviz-small-synthetic-run", "hpcviz-small-synthetic-run-link", "hpcviz-small-synthetic-run-summary"}
+    # The reduction's progress bar: unkeyed (it belongs to this run only), finished.
+    progress = [a for a in artifacts if a.key is None]
+    assert [a.type for a in progress] == ["progress"] and progress[0].data == 100.0
 
     markdown = by_key["hpcviz-small-synthetic-run"].data
     match = re.search(r'<a href="([^"]+)"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', markdown)

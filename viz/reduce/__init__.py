@@ -9,7 +9,7 @@ Example:
 
 from .engine import ENGINE_VERSION, build_graph, cache_key, reduce_dataset
 from .recipe import Recipe, load_recipe
-from .result import Layer, ReducedDataset, is_reduced_dir
+from .result import Layer, ReducedDataset, is_reduced_dir, read_layer
 
 __all__ = [
     "ENGINE_VERSION",
@@ -20,5 +20,6 @@ __all__ = [
     "cache_key",
     "is_reduced_dir",
     "load_recipe",
+    "read_layer",
     "reduce_dataset",
 ]

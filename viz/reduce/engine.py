@@ -1,12 +1,15 @@
-"""Run a recipe over a dataset as a Dask graph; cache and publish the result atomically.
+"""Run a recipe over a dataset on a Dask cluster; cache and publish the result atomically.
 
-The graph has one task per kept time step (read -> volume steps -> geometry
-layers -> write this step's files) and one final task that writes the .pvd
-series. Everything is written into ``out_dir/.tmp-<key>-<random>/`` and
-renamed to ``out_dir/<key>`` at the end, so ``out_dir/<key>`` either holds a
-complete result or does not exist. The key hashes the input files' identity
-(url, size, mtime), the recipe and :data:`ENGINE_VERSION`: a second run with
-the same inputs returns the stored result without doing any work.
+Uniform grids are reduced chunk by chunk (:mod:`.volume_tasks`: one task per
+chunk of the reduced volume, per layer, per statistics record); other meshes
+one task per kept time step (:func:`.worker_tasks.reduce_time_step`). Then
+the .pvd series and the manifest are written. Everything goes into
+``out_dir/.tmp-<key>-<random>/``, renamed to ``out_dir/<key>`` at the end, so
+``out_dir/<key>`` either holds a complete result or does not exist (a
+worker lost mid-run makes Dask rerun its tasks; chunk writes are idempotent).
+The key hashes the input files' identity (url, size, mtime), the recipe and
+:data:`ENGINE_VERSION`: a second run with the same inputs returns the stored
+result without doing any work.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,10 +35,12 @@ from ..datasets import Dataset, DatasetSummary, FieldSummary, open_dataset
 from ..errors import InputError
 from .recipe import Recipe
 from .result import MANIFEST_FORMAT, MANIFEST_NAME, ReducedDataset
+from .local_cluster import reduction_cluster
+from .volume_tasks import assemble, step_outputs, volume_geometry
 from .worker_tasks import ReducePlan, field_ranges, layer_names, reduce_time_step, write_series
 
 #: Part of every cache key: bump it when the output of a recipe changes.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "3"
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ def reduce_dataset(
     *,
     client: Any | None = None,
     summary: DatasetSummary | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_bytes: int | None = None,
 ) -> ReducedDataset:
     """Reduce a dataset with a recipe into ``out_dir/<key>``, or return the cached result.
 
@@ -74,6 +81,15 @@ def reduce_dataset(
         summary: the dataset's summary if the caller has it; used to check the
             recipe. Without it the check reads only the first time step
             (``dataset.summary()`` would read every step).
+        progress: called as ``progress(done, total)`` from this thread each
+            time an output task finishes (a chunk of the reduced volume, a
+            layer file, a statistics record, or a whole time step of a mesh).
+        chunk_bytes: chunk size for uniform-grid inputs (default
+            ``viz.datasets.volume.DEFAULT_CHUNK_BYTES``); peak memory per
+            worker is a few chunks.
+
+    Uniform grids (Zarr, NetCDF, .vti and .pvd series of .vti) are reduced
+    chunk by chunk (:mod:`.volume_tasks`); other meshes one time step per task.
 
     Returns:
         The reduced dataset; ``cached`` is True when nothing had to be done.
@@ -108,14 +124,25 @@ def reduce_dataset(
 
     if final.exists() and not (final / MANIFEST_NAME).is_file():
         raise _not_ours(final)  # (a run that finished since the check above has a manifest)
-    recipe.check_against(summary or first_step_summary(dataset))
+    if summary is None:
+        summary = header_summary(dataset) if _chunked(dataset, recipe) else first_step_summary(dataset)
+    recipe.check_against(summary)
     kept = tuple(range(0, len(dataset.time_values), recipe.stride))
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=out_dir))
     try:
         plan = ReducePlan(dataset, recipe, kept, tuple(layer_names(recipe)), str(work_dir))
         with _client_for(client) as running:
-            body = _run(build_graph(plan), running)
+            if _chunked(dataset, recipe):
+                outputs = [task for position in range(len(kept))
+                           for task in step_outputs(plan, position, chunk_bytes)]
+                geometry = [volume_geometry(plan, position, chunk_bytes) for position in range(len(kept))]
+                records = assemble(plan, _run_outputs(outputs, running, progress), geometry)
+            else:
+                outputs = [dask.delayed(reduce_time_step, pure=True)(plan, position)
+                           for position in range(len(kept))]
+                records = _run_outputs(outputs, running, progress)
+            body = write_series(plan, records)
         manifest = {
             "format": MANIFEST_FORMAT,
             "engine_version": ENGINE_VERSION,
@@ -161,14 +188,34 @@ def build_graph(plan: ReducePlan) -> Any:
     )
 
 
-def _run(graph: Any, client: Any) -> dict[str, Any]:
-    future = client.compute(graph)
+def _chunked(dataset: Dataset, recipe: Recipe) -> bool:
+    """Whether the chunk-by-chunk path applies: a uniform grid and only point fields wanted."""
+    if not dataset.is_volume:
+        return False
+    points, cells = dataset._field_names()
+    wanted = set(recipe.fields) if recipe.fields else set(points) | set(cells)
+    return bool(points) and not (wanted & (set(cells) - set(points)))
+
+
+def _run_outputs(outputs: list[Any], client: Any, progress: Callable[[int, int], None] | None) -> list[Any]:
+    """Compute ``outputs`` on ``client``, calling ``progress(done, total)`` as each one finishes."""
+    from distributed import as_completed
+
+    futures = client.compute(outputs, optimize_graph=False)
+    total = len(futures)
+    if progress is not None:
+        progress(0, total)
     try:
-        return future.result()
+        for done, future in enumerate(as_completed(futures), start=1):
+            if future.status == "error":
+                future.result()  # raises the task's own error
+            if progress is not None:
+                progress(done, total)
+        return client.gather(futures)
     except BaseException:
         # Stop what has not started; what is running finds its directory gone.
         with contextlib.suppress(Exception):
-            future.cancel()
+            client.cancel(futures)
         raise
 
 
@@ -178,13 +225,10 @@ def _client_for(client: Any | None) -> Iterator[Any]:
     if client is not None:
         yield client
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     workers = max(1, min(2, os.cpu_count() or 1))
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as temporary:
+    with reduction_cluster(workers) as cluster, Client(cluster) as temporary:
         yield temporary
 
 
@@ -242,5 +286,27 @@ def first_step_summary(dataset: Dataset) -> DatasetSummary:
         source=dataset.source, format=dataset.format, kind=kind, fields=fields,
         bounds=tuple(float(b) for b in mesh.bounds), dimensions=dims,  # type: ignore[arg-type]
         n_points=int(mesh.n_points), n_cells=int(mesh.n_cells),
+        time_values=list(dataset.time_values), nbytes=dataset.nbytes,
+    )
+
+
+def header_summary(dataset: Dataset) -> DatasetSummary:
+    """What a recipe check needs of a uniform grid, from its headers alone (no data read).
+
+    Field ranges are unknown here: (nan, nan).
+    """
+    fields = []
+    volume = None
+    for name in dataset._field_names()[0]:
+        volume = dataset.volume(0, name)
+        fields.append(FieldSummary(name, "point", volume.components, volume.data.dtype.name,
+                                   (float("nan"), float("nan"))))
+    assert volume is not None
+    dims = volume.dimensions
+    n_points = dims[0] * dims[1] * dims[2]
+    return DatasetSummary(
+        source=dataset.source, format=dataset.format, kind="ImageData", fields=fields,
+        bounds=volume.bounds, dimensions=dims,  # type: ignore[arg-type]
+        n_points=n_points, n_cells=max(dims[0] - 1, 1) * max(dims[1] - 1, 1) * max(dims[2] - 1, 1),
         time_values=list(dataset.time_values), nbytes=dataset.nbytes,
     )

@@ -248,6 +248,27 @@ def coarsen(mesh: pv.DataSet, factor: int | Sequence[int], how: str = "mean") ->
     return out
 
 
+def downcast(mesh: pv.DataSet, to: str = "float32") -> pv.DataSet:
+    """A shallow copy of ``mesh`` whose float64 point and cell arrays are stored as ``to``.
+
+    Points are left alone.
+
+    Example:
+        >>> grid = pv.ImageData(dimensions=(2, 2, 2))
+        >>> grid["a"] = np.arange(8.0)
+        >>> downcast(grid)["a"].dtype
+        dtype('float32')
+    """
+    dtype = np.dtype(to)
+    out = mesh.copy(deep=False)
+    for data in (out.point_data, out.cell_data):
+        for name in list(data.keys()):
+            values = np.asarray(data[name])
+            if values.dtype == np.float64:
+                data[name] = values.astype(dtype)
+    return out
+
+
 def _point_scalars(mesh: pv.DataSet, field: str) -> pv.DataSet:
     """``mesh`` with ``field`` as a point array (cell fields are interpolated)."""
     if field in mesh.point_data.keys():

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InputError
 from .recipe_errors import describe_validation_error, show
-from .recipe_steps import STEP_SPECS, Step, StepModel, StepSpec, TimeSpec
+from .recipe_steps import LAYER_STEPS, STEP_SPECS, OutputSpec, Step, StepModel, StepSpec, TimeSpec
 
 #: Largest reduced volume the default recipe keeps, in points (about 96^3).
 DEFAULT_MAX_POINTS = 96**3
@@ -61,6 +61,9 @@ class Recipe(BaseModel):
     )
     time: TimeSpec | None = Field(None, description="a mapping, e.g. {stride: 2}")
     steps: list[Step] = Field(default_factory=list, description="a list of steps")
+    output: OutputSpec | None = Field(
+        None, description="a mapping, e.g. {format: vtkhdf, compression: zlib, level: 4}"
+    )
 
     @field_validator("fields")
     @classmethod
@@ -98,9 +101,11 @@ class Recipe(BaseModel):
         data = copy.deepcopy(data)  # the shape check fills in `- slice:` -> {}
         _check_step_shapes(data.get("steps"), source)
         try:
-            return cls.model_validate(data)
+            recipe = cls.model_validate(data)
         except ValidationError as error:
             raise describe_validation_error(error, data, source, cls) from None
+        _check_step_order(recipe, source)
+        return recipe
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "recipe") -> Recipe:
@@ -247,6 +252,25 @@ def _check_step_shapes(steps: Any, source: str) -> None:
                 f"the options must be a mapping; got {show(options)}",
                 f"write e.g. `{STEP_SPECS[kind].example}`",
             )
+
+
+def _check_step_order(recipe: Recipe, source: str) -> None:
+    """A decimate or clip changes the layer of the step before it: there must be one."""
+    previous = None
+    for number, step in enumerate(recipe.steps, start=1):
+        if step.kind in LAYER_STEPS and (previous is None or not (previous.is_geometry or previous.kind in LAYER_STEPS)):
+            after = f"after a {previous.kind} step" if previous is not None else "as the first step"
+            raise InputError(
+                f"{source} step {number} ({step.kind})",
+                f"{step.kind} changes the layer made by the step right before it (contour or slice), "
+                f"but it comes {after}",
+                f"put it right after a contour or slice step, e.g. `- contour: ...` then `{step.spec.example}`",
+            )
+        previous = step
+    out = recipe.output
+    if out is not None and out.format == "vtkhdf" and out.compression not in (None, "none", "zlib"):
+        raise InputError(f"{source} output", f"'compression' {out.compression!r} is not available for "
+                         "vtkhdf (HDF5 deflate only)", "use compression: zlib, or format: vtk-xml")
 
 
 def _factor_for(dims: tuple[int, int, int], max_points: int) -> int:

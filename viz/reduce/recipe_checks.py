@@ -111,6 +111,16 @@ def check_recipe_against(recipe: Recipe, summary: Any, *, source: str = "recipe"
                     f"misses the volume, which spans {_fmt(box)}",
                     "move 'origin' inside the volume or leave it out for the centre",
                 )
+        elif step.kind == "statistics":
+            for name in spec.fields or []:
+                if name not in kept:
+                    why = "is not in the dataset" if name not in by_name else "is dropped by the recipe's 'fields'"
+                    raise InputError(
+                        where,
+                        f"'fields' names {name!r}, which {why}; available fields: "
+                        f"{', '.join(n for n in by_name if n in kept) or '(none)'}",
+                        "list fields the volume has at this step, or leave 'fields' out for all",
+                    )
 
 
 def _check_contour_field(

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import InputError
-from .recipe_steps import STEP_SPECS, TimeSpec
+from .recipe_steps import STEP_SPECS, OutputSpec, TimeSpec
 
 
 def show(value: Any, limit: int = 80) -> str:
@@ -77,15 +77,16 @@ def describe_validation_error(
         problem = _describe(spec, key, key, nested(5), value)
         return InputError(f"{source} step {number + 1} ({kind})", problem, f"write e.g. `{spec.example}`")
 
-    if loc[:1] == ("time",) and len(loc) >= 2:
-        key = str(loc[1])
-        value = _raw(data, ("time", key))
-        problem = _describe(TimeSpec, key, f"time.{key}", nested(2), value)
-        return InputError(source, problem, f"write e.g. `{TimeSpec.example}`")
+    for top_key, spec_model in (("time", TimeSpec), ("output", OutputSpec)):
+        if loc[:1] == (top_key,) and len(loc) >= 2:
+            key = str(loc[1])
+            value = _raw(data, (top_key, key))
+            problem = _describe(spec_model, key, f"{top_key}.{key}", nested(2), value)
+            return InputError(source, problem, f"write e.g. `{spec_model.example}`")
 
     top = str(loc[0]) if loc else "recipe"
     value = _raw(data, (top,))
     problem = _describe(recipe_model, top, top, nested(1), value)
     return InputError(
-        source, problem, "a recipe has the keys fields (optional), time (optional) and steps"
+        source, problem, "a recipe has the keys fields, time, output (all optional) and steps"
     )

@@ -128,15 +128,75 @@ class SliceSpec(StepSpec):
         return normal
 
 
+class DowncastSpec(StepSpec):
+    """Store float64 fields in a smaller float type from here on (halves the bytes)."""
+
+    example: ClassVar[str] = "- downcast: {to: float32}"
+    to: Literal["float32"] = Field("float32", description="float32 (the only one VTK viewers all read)")
+
+
+class DecimateSpec(StepSpec):
+    """Simplify the layer made by the step before to about ``triangles`` triangles."""
+
+    example: ClassVar[str] = "- decimate: {triangles: 200000}"
+    triangles: int = Field(ge=4, strict=True, description="a whole number >= 4, e.g. 200000")
+
+
+class ClipSpec(StepSpec):
+    """Cut away the part of the layer made by the step before that lies on one side of a plane."""
+
+    example: ClassVar[str] = "- clip: {normal: [1, 0, 0], origin: [0, 0, 0]}"
+    normal: tuple[float, float, float] = Field(
+        (1.0, 0.0, 0.0),
+        description="3 numbers, not all zero, or one of x, y, z; the side it points to is removed",
+    )
+    origin: tuple[float, float, float] | None = Field(
+        None, description="3 numbers, e.g. [0, 0, 0]; leave it out for the centre of the volume"
+    )
+    invert: bool = Field(False, description="true or false; true keeps the side the normal points to")
+
+    _axis_names = field_validator("normal", mode="before")(SliceSpec._axis_names.__func__)
+    _not_zero = field_validator("normal")(SliceSpec._not_zero.__func__)
+
+
+class StatisticsSpec(StepSpec):
+    """Record count, min, max, mean, std and a histogram of fields, per time step."""
+
+    example: ClassVar[str] = "- statistics: {bins: 64}"
+    bins: int = Field(32, ge=1, le=100000, strict=True, description="a whole number from 1 to 100000, e.g. 64")
+    fields: list[str] | None = Field(
+        None, min_length=1, description="a list of field names, e.g. [pressure]; leave it out for all"
+    )
+    range: tuple[float, float] | None = Field(
+        None,
+        description="2 finite numbers [low, high] with low < high; leave it out for each field's min and max",
+    )
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] < value[1]):
+            raise ValueError("bad range")
+        return value
+
+
 #: Step kind -> options model, in the order error messages list them.
 STEP_SPECS: dict[str, type[StepSpec]] = {
     "crop": CropSpec,
     "coarsen": CoarsenSpec,
+    "downcast": DowncastSpec,
     "contour": ContourSpec,
     "slice": SliceSpec,
+    "decimate": DecimateSpec,
+    "clip": ClipSpec,
+    "statistics": StatisticsSpec,
 }
-VOLUME_STEPS = ("crop", "coarsen")
+#: Steps that change the volume the later steps see.
+VOLUME_STEPS = ("crop", "coarsen", "downcast")
+#: Steps that add an output layer computed from the volume as it stands.
 GEOMETRY_STEPS = ("contour", "slice")
+#: Steps that change the layer made by the geometry step before them.
+LAYER_STEPS = ("decimate", "clip")
 
 
 class StepModel(BaseModel):
@@ -146,12 +206,12 @@ class StepModel(BaseModel):
 
     @property
     def kind(self) -> str:
-        """The step kind: crop, coarsen, contour or slice."""
+        """The step kind: one of :data:`STEP_SPECS` (crop, coarsen, contour, ...)."""
         return next(iter(type(self).model_fields))
 
     @property
     def spec(self) -> StepSpec:
-        """The step's options (a CropSpec, CoarsenSpec, ContourSpec or SliceSpec)."""
+        """The step's options (a CropSpec, CoarsenSpec, ContourSpec, ...)."""
         return getattr(self, self.kind)
 
     @property
@@ -162,6 +222,22 @@ class StepModel(BaseModel):
 
 class CropStep(StepModel):
     crop: CropSpec
+
+
+class DowncastStep(StepModel):
+    downcast: DowncastSpec
+
+
+class DecimateStep(StepModel):
+    decimate: DecimateSpec
+
+
+class ClipStep(StepModel):
+    clip: ClipSpec
+
+
+class StatisticsStep(StepModel):
+    statistics: StatisticsSpec
 
 
 class CoarsenStep(StepModel):
@@ -190,6 +266,10 @@ Step = Annotated[
         Annotated[CoarsenStep, Tag("coarsen")],
         Annotated[ContourStep, Tag("contour")],
         Annotated[SliceStep, Tag("slice")],
+        Annotated[DowncastStep, Tag("downcast")],
+        Annotated[DecimateStep, Tag("decimate")],
+        Annotated[ClipStep, Tag("clip")],
+        Annotated[StatisticsStep, Tag("statistics")],
     ],
     Discriminator(_step_kind),
 ]
@@ -201,3 +281,17 @@ class TimeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     example: ClassVar[str] = "time: {stride: 2}"
     stride: int = Field(1, ge=1, strict=True, description="a whole number >= 1, e.g. 2")
+
+
+class OutputSpec(BaseModel):
+    """How the reduced files are written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    example: ClassVar[str] = "output: {format: vtkhdf, compression: zlib, level: 4}"
+    format: Literal["vtk-xml", "vtkhdf"] = Field("vtk-xml", description="one of vtk-xml, vtkhdf")
+    compression: Literal["none", "zlib", "lz4", "lzma"] | None = Field(
+        None,
+        description="one of none, zlib, lz4, lzma (vtkhdf: none or zlib); leave it out for "
+        "compressed meshes and raw volumes",
+    )
+    level: int = Field(1, ge=1, le=9, strict=True, description="a whole number from 1 to 9")

@@ -7,6 +7,14 @@ Layout of a reduced directory (``out_dir/<key>/``)::
     volume_000000.vti ...      one file per kept time step
     <layer>.pvd                one series per geometry step (contour, slice)
     <layer>_000000.vtp ...
+    <layer>_000000.pvtp        (a big isosurface of a volume: written in pieces,
+    <layer>_000000_p0000.vtp    one file per block of chunks, listed by the .pvtp)
+
+A partitioned layer holds a point on a plane shared by two pieces once in
+each of them (bit-for-bit equal coordinates) and nowhere else: read whole
+with :func:`read_layer`; merge those points with ``vtkCleanPolyData``
+(tolerance 0) or :func:`~.chunked_contour.merge_pieces` when a watertight
+mesh is needed (the triangles are those of a whole-volume contour).
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyvista as pv
 
 from ..datasets.summary import FieldSummary
 from ..errors import InputError
@@ -125,11 +136,48 @@ class ReducedDataset:
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(str(path), f"manifest.json is incomplete ({error!r})",
                              "reduce the dataset again into an empty directory") from None
-        missing = [p for p in data.volume_files + [f for x in data.layers for f in x.files] if not p.is_file()]
+        layer_files = [p for x in data.layers for f in x.files for p in ([f] + layer_pieces(f) if f.is_file() else [f])]
+        missing = [p for p in data.volume_files + layer_files if not p.is_file()]
         if missing:
             raise InputError(str(path), f"{len(missing)} listed file(s) are missing, e.g. {missing[0].name}",
                              "delete the directory and reduce the dataset again")
         return data
+
+
+def read_layer(path: str | Path) -> pv.DataSet:
+    """One time step of a layer as a mesh: a .vtp/.vtkhdf file, or a .pvtp with its pieces appended.
+
+    Example:
+        >>> read_layer(data.layer("contour_f").files[0]).n_cells   # doctest: +SKIP
+        8612344
+    """
+    import pyvista as pv
+    from vtkmodules.vtkIOXML import vtkXMLPPolyDataReader
+
+    path = Path(path)
+    if path.suffix != ".pvtp":
+        return pv.read(path)
+
+    reader = vtkXMLPPolyDataReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    return pv.wrap(reader.GetOutput())
+
+
+def layer_pieces(path: str | Path) -> list[Path]:
+    """The piece files of a .pvtp layer (``[path]`` for a one-file layer).
+
+    Example:
+        >>> [p.name for p in layer_pieces("reduced/3f2a/contour_f_000000.pvtp")]  # doctest: +SKIP
+        ['contour_f_000000_p0000.vtp', 'contour_f_000000_p0001.vtp']
+    """
+    path = Path(path)
+    if path.suffix != ".pvtp":
+        return [path]
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(path).getroot()
+    return [path.parent / piece.attrib["Source"] for piece in root.iter("Piece")]
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -164,3 +212,6 @@ def is_reduced_dir(path: str | Path) -> bool:
     except InputError:
         return False
     return True
+
+
+__all__ = ["Layer", "ReducedDataset", "is_reduced_dir", "layer_pieces", "read_layer"]

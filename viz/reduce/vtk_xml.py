@@ -48,11 +48,13 @@ def extension_for(mesh: pv.DataSet) -> str:
         raise TypeError(f"no VTK XML writer for {mesh.GetClassName()}") from None
 
 
-def write_vtk_xml(mesh: pv.DataSet, stem: str | Path, *, compress: bool | None = None) -> Path:
+def write_vtk_xml(mesh: pv.DataSet, stem: str | Path, *, compress: bool | None = None,
+                  compressor: str = "zlib", level: int = 1) -> Path:
     """Write ``mesh`` to ``stem`` + its extension; return the path written.
 
-    ``compress`` (zlib level 1) defaults to True for meshes with cells listed
-    explicitly (PolyData, UnstructuredGrid) and False for lattices.
+    ``compress`` defaults to True for meshes with cells listed explicitly
+    (PolyData, UnstructuredGrid) and False for lattices; ``compressor`` is
+    zlib, lz4 or lzma, at ``level`` 1 (fastest) to 9 (smallest).
 
     Raises:
         OSError: VTK could not write the file (it reports through its return
@@ -72,8 +74,9 @@ def write_vtk_xml(mesh: pv.DataSet, stem: str | Path, *, compress: bool | None =
     if compress is None:
         compress = ext in (".vtp", ".vtu")
     if compress:
-        writer.SetCompressorTypeToZLib()
-        writer.SetCompressionLevel(1)
+        {"zlib": writer.SetCompressorTypeToZLib, "lz4": writer.SetCompressorTypeToLZ4,
+         "lzma": writer.SetCompressorTypeToLZMA}[compressor]()
+        writer.SetCompressionLevel(int(level))
     else:
         writer.SetCompressorTypeToNone()
     if not path.parent.is_dir():  # e.g. a cancelled task whose output directory was removed
@@ -109,6 +112,46 @@ class _ErrorCollector:
             if lines:
                 texts.append(re.sub(r"^\w+ \(0x[0-9a-f]+\): ", "", lines[0]))
         return "; ".join(texts)
+
+
+#: NumPy dtype -> VTK XML type name.
+_VTK_TYPES = {"float32": "Float32", "float64": "Float64", "int8": "Int8", "uint8": "UInt8",
+              "int16": "Int16", "uint16": "UInt16", "int32": "Int32", "uint32": "UInt32",
+              "int64": "Int64", "uint64": "UInt64"}
+
+
+def write_pvtp(path: str | Path, pieces: Sequence[str], points_dtype: str,
+               point_arrays: Sequence[tuple[str, str, int]]) -> Path:
+    """Write a partitioned PolyData header (.pvtp) listing piece .vtp files (relative names).
+
+    ``point_arrays`` are (name, NumPy dtype name, components) of the point
+    data every piece has. ParaView and ``vtkXMLPPolyDataReader`` read the
+    pieces appended into one PolyData.
+
+    Example:
+        >>> write_pvtp("/tmp/s.pvtp", ["s_p0000.vtp"], "float32", [("f", "float32", 1)])  # doctest: +SKIP
+    """
+    arrays = "".join(
+        f'      <PDataArray type="{_VTK_TYPES[dtype]}" Name={quoteattr(name)} NumberOfComponents="{components}"/>\n'
+        for name, dtype, components in point_arrays)
+    lines = [
+        '<?xml version="1.0"?>',
+        '<VTKFile type="PPolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
+        '  <PPolyData GhostLevel="0">',
+        "    <PPointData>",
+        arrays.rstrip("\n"),
+        "    </PPointData>",
+        "    <PPoints>",
+        f'      <PDataArray type="{_VTK_TYPES[points_dtype]}" NumberOfComponents="3"/>',
+        "    </PPoints>",
+        *(f"    <Piece Source={quoteattr(name)}/>" for name in pieces),
+        "  </PPolyData>",
+        "</VTKFile>",
+        "",
+    ]
+    path = Path(path)
+    path.write_text("\n".join(line for line in lines if line), encoding="utf-8")
+    return path
 
 
 def write_pvd(path: str | Path, entries: Sequence[tuple[float, str]]) -> Path:

@@ -21,9 +21,11 @@ import numpy as np
 import pyvista as pv
 
 from ..errors import InputError
-from . import kernels
+from . import kernels, statistics
+from .layer_steps import apply_layer_step
+from .output_files import write_mesh
 from .recipe import Recipe
-from .vtk_xml import write_pvd, write_vtk_xml
+from .vtk_xml import write_pvd
 
 
 @dataclass(frozen=True)
@@ -139,46 +141,67 @@ def reduce_time_step(plan: ReducePlan, position: int) -> dict[str, Any]:
     volume = kernels.select_fields(mesh, recipe.fields)
     work_dir = Path(plan.work_dir)
     names = iter(plan.layer_names)
-    layers: dict[str, str] = {}
-    written = 0
+    layers: list[list[Any]] = []  # [name, mesh]
+    statistics_records: list[dict[str, Any]] = []
     for number, recipe_step in enumerate(recipe.steps, start=1):
         spec = recipe_step.spec
+        kind = recipe_step.kind
         try:
-            if recipe_step.kind == "crop":
+            if kind == "crop":
                 volume = kernels.crop(volume, spec.bounds)
-                continue
-            if recipe_step.kind == "coarsen":
+            elif kind == "coarsen":
                 volume = kernels.coarsen(volume, spec.factor, spec.how)
-                continue
-            if recipe_step.kind == "contour":
-                layer = kernels.contour(volume, spec.field, spec.values)
-            else:
-                layer = kernels.slice_plane(volume, spec.normal, spec.origin)
+            elif kind == "downcast":
+                volume = kernels.downcast(volume, spec.to)
+            elif kind == "contour":
+                layers.append([next(names), kernels.contour(volume, spec.field, spec.values)])
+            elif kind == "slice":
+                layers.append([next(names), kernels.slice_plane(volume, spec.normal, spec.origin)])
+            elif kind in ("decimate", "clip"):
+                layers[-1][1] = apply_layer_step(layers[-1][1], kind, spec, volume.center)
+            elif kind == "statistics":
+                statistics_records += mesh_statistics(volume, spec, number)
         except InputError as error:
             raise InputError(
-                f"{plan.dataset.source} time step {step}, recipe step {number} ({recipe_step.kind})",
+                f"{plan.dataset.source} time step {step}, recipe step {number} ({kind})",
                 f"{error.input}: {error.problem}", error.fix,
             ) from None
-        name = next(names)
-        path = write_vtk_xml(layer, work_dir / f"{name}_{position:06d}")
+    written = 0
+    files: dict[str, str] = {}
+    for name, layer in layers:
+        path = write_mesh(layer, work_dir / f"{name}_{position:06d}", recipe.output)
         written += path.stat().st_size
-        layers[name] = path.name
-    path = write_vtk_xml(volume, work_dir / f"volume_{position:06d}")
+        files[name] = path.name
+    path = write_mesh(volume, work_dir / f"volume_{position:06d}", recipe.output)
     written += path.stat().st_size
     return {
         "position": position,
         "step": step,
         "time": float(plan.dataset.time_values[step]),
         "volume": path.name,
-        "layers": layers,
+        "layers": files,
         "kind": volume.GetClassName().removeprefix("vtk"),
         "dimensions": list(volume.dimensions) if hasattr(volume, "dimensions") else None,
         "bounds": [float(b) for b in volume.bounds],
         "n_points": int(volume.n_points),
         "ranges": field_ranges(volume),
+        "statistics": statistics_records,
         "bytes_in": step_nbytes(plan.dataset, step),
         "bytes_out": written,
     }
+
+
+def mesh_statistics(mesh: pv.DataSet, spec: Any, number: int) -> list[dict[str, Any]]:
+    """The statistics step on a whole mesh: one record per field (see :mod:`.statistics`)."""
+    out = []
+    arrays = {**{n: mesh.cell_data[n] for n in mesh.cell_data.keys()},
+              **{n: mesh.point_data[n] for n in mesh.point_data.keys()}}
+    for name in spec.fields or list(arrays):
+        values = np.asarray(arrays[name])
+        block = values.reshape(-1, 1, 1, values.shape[1]) if values.ndim == 2 else values
+        record = statistics.field_statistics([block], spec.bins, spec.range)
+        out.append({"recipe_step": number, "field": name, **record})
+    return out
 
 
 def _merge_ranges(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,6 +254,10 @@ def write_series(plan: ReducePlan, records: list[dict[str, Any]]) -> dict[str, A
         },
         "layers": layers,
         "fields": _merge_ranges(records),
+        "statistics": [
+            {"time": r["time"], "step": r["step"], "fields": r["statistics"]}
+            for r in records if r.get("statistics")
+        ],
         "bytes_in": sum(r["bytes_in"] for r in records),
         "bytes_out": written + sum(r["bytes_out"] for r in records),
     }
