@@ -7,8 +7,9 @@ the ``prefect.collections`` entry point, so ``prefect block register -m
 prefect_hpcviz.blocks`` is not needed once the package is installed.
 """
 
-from prefect_hpcviz.blocks.clusters import LocalDaskCluster
+from prefect_hpcviz.blocks.azure import AzureBatchDaskCluster, AzureBatchLauncher
+from prefect_hpcviz.blocks.clusters import LocalDaskCluster, SlurmDaskCluster
 from prefect_hpcviz.blocks.gateway import VizGateway
-from prefect_hpcviz.blocks.launchers import LocalLauncher
+from prefect_hpcviz.blocks.launchers import LocalLauncher, SlurmLauncher
 
-__all__ = ["LocalDaskCluster", "LocalLauncher", "VizGateway"]
+__all__ = ["AzureBatchDaskCluster", "AzureBatchLauncher", "LocalDaskCluster", "LocalLauncher", "SlurmDaskCluster", "SlurmLauncher", "VizGateway"]

@@ -1,4 +1,4 @@
-"""Where viz server jobs run: local processes now; Slurm and Azure Batch add one module each.
+"""Where viz server jobs run: local processes, Slurm batch jobs, Azure Batch tasks.
 
 A backend answers four questions about one job (see :class:`Backend`)::
 
@@ -29,6 +29,8 @@ from prefect_hpcviz.viz.errors import InputError
 # kind -> "module:Class"; imported on first use so optional SDKs stay optional.
 _BACKENDS: dict[str, str] = {
     "local": "prefect_hpcviz.viz.backends.local:LocalBackend",
+    "slurm": "prefect_hpcviz.viz.backends.slurm:SlurmBackend",
+    "azure_batch": "prefect_hpcviz.viz.backends.azure_batch:AzureBatchBackend",
 }
 
 

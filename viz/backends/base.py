@@ -31,7 +31,9 @@ class JobState(str, enum.Enum):
 
 @dataclass
 class JobStatus:
-    """A job's state, why it is there (for failures) and the node it runs on.
+    """A job's state, why it is there (for failures; a scheduler's pending
+    reason while queued), the node it runs on, and when the scheduler will
+    end it (its time limit, epoch seconds; None: no limit).
 
     Example:
         >>> JobStatus(JobState.FAILED, reason="exit code 2").state.ended
@@ -41,6 +43,7 @@ class JobStatus:
     state: JobState
     reason: str = ""
     node: str | None = None
+    ends_at: float | None = None
 
 
 @dataclass
@@ -95,3 +98,9 @@ class Backend(Protocol):
     async def logs(self, job_id: str, tail: int = 100) -> str:
         """The last ``tail`` lines of the job's combined stdout and stderr."""
         ...
+
+
+# Optional, beyond the four calls: a backend that can enumerate its jobs
+# defines ``async def list_jobs(self) -> dict[str, JobStatus]``: every job it
+# started (id -> status) that has not ended. The gateway's reaper uses it to
+# stop jobs its registry forgot; a backend without it is simply not reaped.

@@ -41,6 +41,7 @@ from prefect_hpcviz.viz.backends.base import JobSpec, JobState, JobStatus
 from prefect_hpcviz.viz.errors import InputError, LaunchError
 
 _JOB_ID = re.compile(r"^(\d+)\.(\d+)$")
+_JOB_FILE = re.compile(r"-(\d+\.\d+)\.(log|exit)$")
 _SERVE_MODULE = "prefect_hpcviz.viz.serve"
 _MAX_STANDBY_FAILURES = 3
 """Standbys that die on their own in a row before the backend stops starting them."""
@@ -299,6 +300,35 @@ class LocalBackend:
             JobState.FAILED,
             reason="the process ended while no gateway was watching it (exit code unknown)",
         )
+
+    # ------------------------------------------------------------------- list
+    async def list_jobs(self) -> dict[str, JobStatus]:
+        """Every job started in this workdir that still runs (by any backend instance), id -> status.
+
+        Found from the jobs' log files (``<name>-<job id>.log``), so a
+        restarted gateway sees the jobs of the one before; a job with an exit
+        file, or whose process is gone, has ended and is left out. Standby
+        servers not yet handed a session are not jobs.
+
+        Example:
+            >>> import asyncio
+            >>> asyncio.run(LocalBackend("/tmp/hpcviz-doc-empty-jobs").list_jobs())
+            {}
+        """
+        try:
+            names = [entry.name for entry in os.scandir(self.workdir) if not entry.name.startswith(".")]
+        except FileNotFoundError:
+            return {}
+        logs, exits = set(), set()
+        for name in names:
+            if match := _JOB_FILE.search(name):
+                (exits if match.group(2) == "exit" else logs).add(match.group(1))
+        running = {}
+        for job_id in logs - exits:
+            alive = self._poll(job_id) is None if job_id in self._procs else _alive(*_parse(job_id))
+            if alive:
+                running[job_id] = JobStatus(JobState.RUNNING, node=socket.gethostname())
+        return running
 
     # -------------------------------------------------------------------- stop
     async def stop(self, job_id: str) -> None:
