@@ -17,9 +17,22 @@ small aiohttp echo backend (``backend`` mode of this file) is reached three ways
   (``--no-include-prefix``, so the backend sees the same paths).
 
 The backend is the very process the gateway launched; direct and CHP use it too.
-The load generator is a separate process (``client`` mode, aiohttp). The
-machine may have only 2 cores: client, proxy and backend share them, so
-absolute figures are low and the ratios are what to compare.
+The load generator is a separate process (``client`` mode, aiohttp).
+
+Pinning (``--pin``, the default when this process may use 2 or more CPUs;
+``--no-pin`` to let the scheduler place everything): the proxy under test,
+the gateway and CHP alike (each runs alone in its turn), gets the last CPU
+this process may use, every thread of it (``sched_setaffinity`` at start, so
+the threads it starts later inherit it); the load generator, the echo backend
+and this orchestrator get the others. The direct baseline runs the same load
+generator and backend on the same CPUs, with nothing on the proxy's. On a
+2-core machine that is one core for the proxy and one for load generator plus
+backend: the proxies no longer fight the load for a core, so the comparison
+is of the proxies, not of the scheduler; but the one load core caps every
+target alike, so "x direct" is a ceiling, not a free-running figure. Other
+work on the machine is not pinned away; the report states the load average
+and how much CPU other processes took on the proxy's core and on the load
+cores during the run.
 
 Measured:
 - HTTP requests/s at 1, 10, 50 concurrent clients (keep-alive, one connection
@@ -27,6 +40,10 @@ Measured:
 - websocket round trips/s and MB/s (payload echoed per second, one way) at 1,
   10, 50 connections, binary messages of 64 B and 64 KiB;
 - p50/p99 latency and what each proxy adds to it over direct;
+- CPU time (user + system, all threads) the proxy process spends per request
+  or round trip: the work each proxy does, apart from waiting for a core
+  (it still rises when other work shares the machine: caches, switches),
+  independent of pinning;
 - RSS of the gateway and of CHP with 1,000 open idle websockets, per websocket,
   and whether that memory is reused (open 1,000, close them, open 1,000 again).
 
@@ -139,9 +156,10 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def _summary(latencies: list[float], window: float, errors: int, nbytes: int) -> dict:
+def _summary(latencies: list[float], window: float, errors: int, nbytes: int, ops: int) -> dict:
     latencies.sort()
     return {
+        "ops": ops,  # everything completed, warm-up included (for CPU per operation)
         "n": len(latencies),
         "rate": len(latencies) / window,
         "mb_s": nbytes / window / 1e6,
@@ -159,6 +177,7 @@ async def http_cell(cmd: dict) -> dict:
     latencies: list[float] = []
     errors = 0
     nbytes = 0
+    ops = 0
     loop = asyncio.get_running_loop()
     start = loop.time() + cmd["warmup"]
     end = start + cmd["duration"]
@@ -172,7 +191,7 @@ async def http_cell(cmd: dict) -> dict:
     ) as session:
 
         async def worker() -> None:
-            nonlocal errors, nbytes
+            nonlocal errors, nbytes, ops
             while True:
                 t0 = loop.time()
                 n = 0
@@ -184,9 +203,10 @@ async def http_cell(cmd: dict) -> dict:
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
                 t1 = loop.time()
+                ops += 1
                 if t1 >= end:
                     return
-                if t0 >= start:
+                if t1 >= start:  # completed inside the window (a slow request started in the warm-up counts)
                     if ok:
                         latencies.append(t1 - t0)
                         nbytes += n + (len(body) if body else 0)
@@ -196,7 +216,7 @@ async def http_cell(cmd: dict) -> dict:
                     await asyncio.sleep(0.01)
 
         await asyncio.gather(*(worker() for _ in range(conc)))
-    return _summary(latencies, cmd["duration"], errors, nbytes)
+    return _summary(latencies, cmd["duration"], errors, nbytes, ops)
 
 
 async def ws_cell(cmd: dict) -> dict:
@@ -205,6 +225,7 @@ async def ws_cell(cmd: dict) -> dict:
     payload = b"w" * size
     latencies: list[float] = []
     errors = 0
+    ops = 0
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(), headers=cmd["headers"]
@@ -216,16 +237,17 @@ async def ws_cell(cmd: dict) -> dict:
         end = start + cmd["duration"]
 
         async def worker(ws) -> None:
-            nonlocal errors
+            nonlocal errors, ops
             while True:
                 t0 = loop.time()
                 await ws.send_bytes(payload)
                 msg = await ws.receive()
                 t1 = loop.time()
                 ok = msg.type is aiohttp.WSMsgType.BINARY and len(msg.data) == size
+                ops += 1
                 if t1 >= end:
                     return
-                if t0 >= start:
+                if t1 >= start:  # completed inside the window (a slow request started in the warm-up counts)
                     if ok:
                         latencies.append(t1 - t0)
                     else:
@@ -235,7 +257,7 @@ async def ws_cell(cmd: dict) -> dict:
 
         await asyncio.gather(*(worker(ws) for ws in sockets))
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return _summary(latencies, cmd["duration"], errors, len(latencies) * size)
+    return _summary(latencies, cmd["duration"], errors, len(latencies) * size, ops)
 
 
 class IdleSockets:
@@ -336,6 +358,54 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin a process and every thread it has now to ``cpus`` (threads started later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def pinned_to(pid: int) -> str:
+    """The CPUs every thread of a process may use, e.g. ``1`` or ``0-1`` (``mixed`` if they differ)."""
+    lists = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        lists.update(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+    return lists.pop() if len(lists) == 1 else "mixed: " + ", ".join(sorted(lists))
+
+
+def plan_pinning(enabled: bool | None) -> dict[str, set[int]] | None:
+    """{"proxy": {last CPU}, "load": {the others}}, or None when not pinning (or fewer than 2 CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if enabled is False or len(cpus) < 2:
+        if enabled:
+            print(f"--pin needs 2 CPUs, this process may use {len(cpus)}: not pinning", file=sys.stderr)
+        return None
+    return {"proxy": {cpus[-1]}, "load": set(cpus[:-1])}
+
+
+def busy_seconds_per_cpu() -> list[float]:
+    """Non-idle CPU seconds of each CPU since boot."""
+    import psutil
+
+    return [t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0) for t in psutil.cpu_times(percpu=True)]
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process, all its threads."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 class Client:
     """The load generator process."""
 
@@ -369,7 +439,9 @@ class Client:
             self.proc.kill()
 
 
-def start_gateway(state_dir: Path, log_path: Path, wrapper: str | None = None) -> tuple[subprocess.Popen, str, str, dict, dict, str]:
+def start_gateway(
+    state_dir: Path, log_path: Path, wrapper: str | None = None, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen, str, str, dict, dict, str]:
     """Start the gateway, register the echo backend, open its link.
 
     Returns (process, base URL, visualization id, cookie header, session, admin token).
@@ -393,6 +465,7 @@ def start_gateway(state_dir: Path, log_path: Path, wrapper: str | None = None) -
         ],  # fmt: skip
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
@@ -418,7 +491,7 @@ def start_gateway(state_dir: Path, log_path: Path, wrapper: str | None = None) -
     return proc, base, viz_id, {"Cookie": f"hpcviz_auth={cookie}"}, session, token
 
 
-def start_chp(backend: str, viz_id: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_chp(backend: str, viz_id: str, log_path: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     import httpx
 
     if not CHP_JS.exists():
@@ -433,6 +506,7 @@ def start_chp(backend: str, viz_id: str, log_path: Path) -> tuple[subprocess.Pop
         env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": token},
         stdout=open(log_path, "wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     api = f"http://127.0.0.1:{api_port}/api/routes"
     wait_http(api, headers={"Authorization": f"token {token}"})
@@ -510,14 +584,35 @@ def orchestrate(args: argparse.Namespace) -> int:
     viz_id = gw_base = admin = None
     results: dict = {"cells": [], "memory": {}}
     t_begin = time.monotonic()
+    plan = plan_pinning(args.pin)
+    proxy_cpus = plan["proxy"] if plan else None
+    if plan:  # this process first: the load generator inherits it
+        os.sched_setaffinity(0, plan["load"])
     try:
         print("starting the gateway and the echo backend through it...", file=sys.stderr)
-        gateway, gw_base, viz_id, cookie, session, admin = start_gateway(tmp / "state", tmp / "gateway.log", args.gateway_script)
+        gateway, gw_base, viz_id, cookie, session, admin = start_gateway(
+            tmp / "state", tmp / "gateway.log", args.gateway_script, proxy_cpus
+        )
         backend = f"http://{session['host']}:{session['port']}"
-        chp, chp_base = start_chp(backend, viz_id, tmp / "chp.log")
+        chp, chp_base = start_chp(backend, viz_id, tmp / "chp.log", proxy_cpus)
         bases = {"direct": (backend, {}), "gateway": (f"{gw_base}/s/{viz_id}", cookie), "chp": (f"{chp_base}/s/{viz_id}", {})}
-        pids = {"gateway": gateway.pid, "chp": chp.pid}
+        pids = {"gateway": gateway.pid, "chp": chp.pid, "direct": backend_pid(session)}
+        if plan:  # the backend was started by the gateway, so it began on the proxy's CPU
+            if pids["direct"] is None:
+                raise RuntimeError("cannot pin: the echo backend's process was not found")
+            pin(pids["direct"], plan["load"])
         client = Client()
+        results["pinning"] = {
+            "load generator": pinned_to(client.proc.pid),
+            "backend": pinned_to(pids["direct"]) if pids["direct"] else "?",
+            "gateway": pinned_to(gateway.pid),
+            "chp": pinned_to(chp.pid),
+        } if plan else None
+        print(f"pinning: {results['pinning'] or 'off'}", file=sys.stderr)
+        proxies, load_side = [gateway.pid, chp.pid], [os.getpid(), client.proc.pid, pids["direct"]]
+        busy0, loads = busy_seconds_per_cpu(), [os.getloadavg()[0]]
+        proxies0, load0 = sum(map(cpu_seconds, proxies)), sum(map(cpu_seconds, load_side))
+        wall0 = time.monotonic()
         # Warm every path up once (pool connections, code paths, JIT).
         for t in TARGETS:
             base, headers = bases[t]
@@ -532,7 +627,6 @@ def orchestrate(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"{t} /ws: {r}")
 
         print(f"{IDLE_SOCKETS} idle websockets (open, close, open again)...", file=sys.stderr)
-        pids["direct"] = backend_pid(session)
         for t in ("direct", "gateway", "chp") if not args.only else ():
             if pids[t] is None:
                 continue
@@ -556,6 +650,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 k = (rnd + len(results["cells"])) % len(TARGETS)
                 for t in TARGETS[k:] + TARGETS[:k]:
                     base, headers = bases[t]
+                    cpu0 = cpu_seconds(pids.get(t))
                     if kind == "http":
                         r = client.call(op="http", url=base + spec["path"], method=spec["method"], upload=spec["upload"],
                                         expect=spec["expect"], conc=conc, warmup=args.warmup, duration=args.duration,
@@ -563,17 +658,33 @@ def orchestrate(args: argparse.Namespace) -> int:
                     else:
                         r = client.call(op="ws", url=base.replace("http", "ws", 1) + "/ws", size=spec["size"],
                                         conc=conc, warmup=args.warmup, duration=args.duration, headers=headers)  # fmt: skip
+                    if t != "direct" and r.get("ops"):  # the proxy's own CPU time per request / round trip
+                        r["cpu_us"] = (cpu_seconds(pids[t]) - cpu0) / r["ops"] * 1e6
                     runs[t].append(r)
             for t in TARGETS:
                 ordered = sorted(runs[t], key=lambda r: r.get("rate", 0))
                 row[t] = {**ordered[len(ordered) // 2], "rates": [r.get("rate", 0) for r in runs[t]]}
                 row[t]["errors"] = sum(r.get("errors", 0) for r in runs[t])
+                cpus = sorted(r["cpu_us"] for r in runs[t] if "cpu_us" in r)
+                if cpus:
+                    row[t]["cpu_us"] = cpus[len(cpus) // 2]
             results["cells"].append(row)
+            loads.append(os.getloadavg()[0])
             print(
                 f"  {name:16} c={conc:<3} "
                 + "  ".join(f"{t} {row[t].get('rate', 0):9.1f}/s p50 {row[t].get('p50_ms', 0):7.2f} ms" for t in TARGETS),
                 file=sys.stderr,
             )
+        busy1, wall = busy_seconds_per_cpu(), time.monotonic() - wall0
+        proxies_s, load_s = sum(map(cpu_seconds, proxies)) - proxies0, sum(map(cpu_seconds, load_side)) - load0
+        cpus_used = sorted(os.sched_getaffinity(0) | (proxy_cpus or set()))
+        results["machine"] = {
+            "load_1min": {"min": min(loads), "median": sorted(loads)[len(loads) // 2], "max": max(loads)},
+            "wall_s": wall,
+            "busy_s_per_cpu": {c: busy1[c] - busy0[c] for c in cpus_used},
+            "proxies_s": proxies_s,  # gateway + CHP
+            "load_side_s": load_s,  # load generator + backend + this orchestrator
+        }
         results["gateway_rss_end"] = rss(gateway.pid)
         results["chp_rss_end"] = rss(chp.pid)
     finally:
@@ -609,11 +720,40 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 def print_report(results: dict, args: argparse.Namespace) -> None:
     h = results["host"]
-    print(
-        f"\n`.venv/bin/python benchmarks/gateway.py --duration {args.duration:g} --rounds {args.rounds}` — loopback, {h['cpus']} CPUs "
-        f"shared by load generator, proxy and backend; Python {h['python']}, aiohttp {h['aiohttp']}, "
-        f"node {h['node']}, CHP {h['chp']}; {results['seconds']:.0f} s.\n"
+    pinning = results.get("pinning")
+    where = (
+        f"pinned: proxy on CPU {pinning['gateway']} (CHP {pinning['chp']}), load generator on {pinning['load generator']}, "
+        f"backend on {pinning['backend']}"
+        if pinning
+        else "not pinned: load generator, proxy and backend share them"
     )
+    flag = "" if pinning or h["cpus"] < 2 else " --no-pin"
+    print(
+        f"\n`.venv/bin/python benchmarks/gateway.py --duration {args.duration:g} --rounds {args.rounds}{flag}` — loopback, {h['cpus']} CPUs, "
+        f"{where}; Python {h['python']}, aiohttp {h['aiohttp']}, node {h['node']}, CHP {h['chp']}; {results['seconds']:.0f} s."
+    )
+    m = results.get("machine")
+    if m:
+        load = m["load_1min"]
+        busy = m["busy_s_per_cpu"]
+        wall = m["wall_s"]
+        if pinning:  # each side's own CPUs: what else ran there is the busy time minus ours
+            proxy_cpu = max(int(c) for c in busy)
+            on_proxy = max(0.0, busy[proxy_cpu] - m["proxies_s"])
+            on_load = max(0.0, sum(b for c, b in busy.items() if c != proxy_cpu) - m["load_side_s"])
+            others = (
+                f"other processes took {on_proxy / wall:.0%} of the proxy's CPU and "
+                f"{on_load / wall:.0%} of one load CPU on average"
+            )
+        else:
+            rest = max(0.0, sum(busy.values()) - m["proxies_s"] - m["load_side_s"])
+            others = f"other processes took {rest / wall:.0%} of one CPU on average"
+        print(
+            f"Machine during the measurements ({wall:.0f} s): 1-minute load average {load['min']:.1f}-{load['max']:.1f} "
+            f"(median {load['median']:.1f}); CPUs busy "
+            + ", ".join(f"CPU {c} {b / wall:.0%}" for c, b in busy.items())
+            + f"; {others}.\n"
+        )
     print("| test | conc. | direct | gateway | CHP | gateway / CHP | gateway / direct | CHP / direct |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["cells"]:
@@ -646,6 +786,14 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
             f"| {row['test']} | {row['conc']} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} | {gp50:+.3f} / {gp99:+.3f} | "
             f"{cp50:+.3f} / {cp99:+.3f} | {ratio(gp50, cp50) if cp50 > 0 else '-'} |"
         )
+    print("\nCPU time of the proxy process per request / round trip (µs, user + system, median round,")
+    print("warm-up included): the work each proxy does, apart from waiting for the CPU:\n")
+    print("| test | conc. | gateway µs | CHP µs | CHP / gateway |")
+    print("|---|---:|---:|---:|---:|")
+    for row in results["cells"]:
+        g, c = row["gateway"].get("cpu_us"), row["chp"].get("cpu_us")
+        if g and c:
+            print(f"| {row['test']} | {row['conc']} | {g:,.0f} | {c:,.0f} | {c / g:.2f}x |")
     m = results["memory"]
     print(f"\n{IDLE_SOCKETS:,} idle websockets (RSS of the proxy process, MiB):\n")
     print("| proxy | before | 1,000 open | closed | 1,000 open again | closed | KiB per websocket | 2nd round above 1st peak, KiB/ws |")
@@ -679,6 +827,13 @@ def main() -> int:
     p.add_argument("--only", action="append", help="run only tests whose 'NAME c=N' contains this (repeatable; skips the memory test)")
     p.add_argument("--gateway-script", help="run this script with the gateway's options instead of -m prefect_hpcviz.viz.gateway (for experiments)")
     p.add_argument("--keep-logs", action="store_true", help="keep the gateway's and CHP's logs")
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="proxy under test on the last CPU, load generator and backend on the others "
+        "(default: on when 2 or more CPUs may be used)",
+    )
     return orchestrate(p.parse_args())
 
 

@@ -80,8 +80,9 @@ class HelloSecretInjector:
             return [frame]
         message_id, offset, total = decode_header(frame)
         chunk = frame[HEADER_LENGTH:]
-        if message_id in self._passing:
-            return [frame]
+        if message_id in self._passing:  # still a message that is not the hello
+            self._count_message()
+            return (self._release_all() if self.done else []) + [frame]
         pending = self._pending.get(message_id)
         if pending is None:
             if total > self._max_pending or offset != 0 or not chunk or chunk[0] not in _MAP_START:
