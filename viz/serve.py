@@ -25,6 +25,11 @@ quickly:
    ``Authorization: Bearer KEY``, retrying with backoff for ``--report-timeout``
    seconds (30); a gateway that never answers, or refuses, stops the server
    with status 3;
+   With ``--reverse`` (or ``HPCVIZ_REVERSE=1``; for nodes that accept no
+   inbound connections) the server listens on 127.0.0.1 only and instead dials
+   the gateway (``.../tunnel`` next to the report URL), which reaches the app
+   through that connection (``viz/reverse_dial.py``); the gateway hanging up
+   stops the server;
 5. stay in the foreground; exit 0 once no client has been connected for
    ``--idle-timeout`` seconds (0: never), or on SIGTERM / SIGINT.
 
@@ -56,6 +61,7 @@ from typing import Any  # noqa: E402
 from prefect_hpcviz.viz.errors import HpcvizError  # noqa: E402
 
 KEY_ENV = "HPCVIZ_SESSION_KEY"
+REVERSE_ENV = "HPCVIZ_REVERSE"
 EXIT_USAGE = 2
 """Bad input: no key, unknown app, data that cannot be opened."""
 EXIT_REPORT_FAILED = 3
@@ -84,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="host to report (default: --host, or this machine's name for 0.0.0.0 / ::)",
     )
     parser.add_argument("--report-url", default=None, help="POST {host, port} here when ready")
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        default=os.environ.get(REVERSE_ENV, "") not in ("", "0"),
+        help="dial the gateway instead of reporting host:port (nodes that accept no inbound "
+        f"connections); listens on 127.0.0.1 only, --host is ignored (default: ${REVERSE_ENV})",
+    )
     parser.add_argument(
         "--report-timeout",
         type=float,
@@ -175,6 +188,18 @@ def main(argv: list[str] | None = None, *, prepared: tuple[str, dict[str, Any]] 
         return _fail(f"{args.data}: cannot open the data ({type(exc).__name__}: {exc}). Check the path.")
     log.info("%s loaded in %.2f s after process start", args.data, _since_process_start())
 
+    if args.reverse:
+        from prefect_hpcviz.viz.reverse_dial import tunnel_url_for
+
+        try:
+            tunnel_url_for(args.report_url or "")
+        except ValueError:
+            return _fail(
+                f"--reverse needs --report-url, the gateway's .../api/sessions/ID/ready URL (got {args.report_url!r})."
+            )
+        if args.host != "127.0.0.1":
+            log.info("reverse mode: listening on 127.0.0.1 only (not --host %s)", args.host)
+        args.host = "127.0.0.1"
     runner = _Runner(
         app.server,
         host=args.host,
@@ -184,6 +209,7 @@ def main(argv: list[str] | None = None, *, prepared: tuple[str, dict[str, Any]] 
         report_url=args.report_url,
         report_timeout=args.report_timeout,
         idle_timeout=args.idle_timeout,
+        reverse=args.reverse,
     )
     return runner.run()
 
@@ -249,8 +275,10 @@ class _Runner:
         report_url: str | None,
         report_timeout: float,
         idle_timeout: int,
+        reverse: bool = False,
     ) -> None:
         self.server = server
+        self.reverse = reverse
         self.host = host
         self.port = port
         self.advertise_host = advertise_host
@@ -291,7 +319,8 @@ class _Runner:
         if self.idle_timeout:
             log.info("exits after %d s without a client", self.idle_timeout)
         if self.report_url:
-            task = asyncio.get_event_loop().create_task(self._report(port))
+            report = self._hold_tunnel(port) if self.reverse else self._report(port)
+            task = asyncio.get_event_loop().create_task(report)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -328,6 +357,21 @@ class _Runner:
             problem,
         )
         self.exit_code = EXIT_REPORT_FAILED
+        await self.server.stop()
+
+
+    async def _hold_tunnel(self, port: int) -> None:
+        """Reverse mode: carry the gateway's streams to the app until it hangs up, then stop."""
+        from prefect_hpcviz.viz.reverse_dial import TunnelRefused, hold_tunnel, tunnel_url_for
+
+        url = tunnel_url_for(self.report_url)
+        try:
+            reason = await hold_tunnel(url, self.key or "", port, connect_timeout=self.report_timeout)
+        except TunnelRefused as exc:
+            log.error("%s; stopping.", exc)
+            self.exit_code = EXIT_REPORT_FAILED
+        else:
+            log.info("%s; stopping.", reason)
         await self.server.stop()
 
 

@@ -196,6 +196,7 @@ async def main() -> int:
     p.add_argument("--idle-timeout", default="0")
     p.add_argument("--report-host", default=None, help="host to report instead of the bound one")
     p.add_argument("--ready-delay", type=float, default=0.0, help="seconds to wait before reporting")
+    p.add_argument("--reverse", action="store_true", help="dial the gateway instead (like serve --reverse)")
     args = p.parse_args()
     key = os.environ["HPCVIZ_SESSION_KEY"]
 
@@ -218,6 +219,13 @@ async def main() -> int:
     port = sock.getsockname()[1]
     print(f"echo server on 127.0.0.1:{port} serving {args.data!r}", flush=True)
     await asyncio.sleep(args.ready_delay)  # a slow app start, so the waiting page shows
+    if args.reverse:
+        from prefect_hpcviz.viz.reverse_dial import hold_tunnel, tunnel_url_for
+
+        reason = await hold_tunnel(tunnel_url_for(args.report_url), key, port)
+        print(f"reverse connection ended: {reason}", flush=True)
+        await runner.cleanup()
+        return 0
     code = await asyncio.to_thread(report, args.report_url, args.report_host or "127.0.0.1", port, key)
     if code:
         await runner.cleanup()

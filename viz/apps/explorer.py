@@ -35,6 +35,7 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import types  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pyvista as pv  # noqa: E402
@@ -46,6 +47,7 @@ from trame.widgets import vtk as vtk_widgets  # noqa: E402
 from trame.widgets import vuetify3 as v  # noqa: E402
 
 from prefect_hpcviz.viz.scene import COLORMAPS, build_scene, dataset_title, load_view_data  # noqa: E402
+from prefect_hpcviz.viz.view_preset import VIEW_ENV, ViewPreset, apply_view, place_camera  # noqa: E402
 
 __all__ = ["ExplorerApp", "create_app", "main", "prepare"]
 
@@ -67,6 +69,8 @@ class ExplorerApp(TrameApp):
         window_size: initial render size; the browser resizes it.
         plotter: an offscreen plotter made ahead of time by :func:`prepare`
             (default: a new one of ``window_size``).
+        view: the view preset to open with (camera, field, colormap, range,
+            contours, step); "Reset camera" returns to its camera.
 
     Example:
         >>> app = ExplorerApp(load_view_data("out/reduced/3f2a9c0d41b7e8aa"))
@@ -80,6 +84,7 @@ class ExplorerApp(TrameApp):
         *,
         window_size: tuple[int, int] = WINDOW_SIZE,
         plotter: pv.Plotter | None = None,
+        view: ViewPreset | None = None,
     ) -> None:
         super().__init__(server, client_type="vue3")
         self.data = data
@@ -87,15 +92,20 @@ class ExplorerApp(TrameApp):
         # -- pipeline ---------------------------------------------------------
         self.plotter = plotter if plotter is not None else _new_plotter(window_size)
         self.scene = build_scene(self.plotter, data)
+        self.view = view or ViewPreset()
+        apply_view(self.scene, self.view)
         self.plotter.render_window.Render()  # compile shaders now, not on the first client
 
         # -- state --------------------------------------------------------------
         scene = self.scene
         title = os.environ.get("HPCVIZ_TITLE") or dataset_title(data)  # the gateway passes the registered title
         self.state.trame__title = f"hpcviz · {title}"
+        cmaps = list(COLORMAPS) if scene.cmap in COLORMAPS else [*COLORMAPS, scene.cmap]  # a preset's own
         self.state.update(
             {
                 "title": title,
+                "view": self.view.to_dict(),
+                "scalar_range": list(scene.lut.scalar_range),
                 "field_items": [
                     {
                         "title": f.name if f.components == 1 else f"{f.name} (magnitude)",
@@ -104,7 +114,7 @@ class ExplorerApp(TrameApp):
                     for f in scene.fields
                 ],
                 "field": scene.field,
-                "cmap_items": list(COLORMAPS),
+                "cmap_items": cmaps,
                 "cmap": scene.cmap,
                 "time_values": scene.time_values,
                 "time_max": len(scene.time_values) - 1,
@@ -126,6 +136,7 @@ class ExplorerApp(TrameApp):
         if field and field != self.scene.field:
             self.scene.update(field=field, render=False)
             self._set_contour_range()
+            self.state.scalar_range = list(self.scene.lut.scalar_range)  # the preset's range was the old field's
             self.state.contour_value = self.scene.contour_value
             self._set_contour_label()
             self._push()
@@ -152,8 +163,8 @@ class ExplorerApp(TrameApp):
             self._push()
 
     def reset_camera(self) -> None:
-        """Isometric view of the whole volume."""
-        self.scene.reset_camera()
+        """Back to the view preset's camera (isometric, whole volume, without one)."""
+        place_camera(self.scene, self.view.camera)
         self._push()
 
     def _push(self) -> None:
@@ -256,23 +267,48 @@ class ExplorerApp(TrameApp):
                         still_quality=92,
                     )
                     self.ctrl.view_update = view.update
-        self.server.add_protocol_to_configure(_faster_first_image)
+        self.server.add_protocol_to_configure(_deliver_every_frame)
         return layout
 
 
-def _faster_first_image(protocol: Any) -> None:
-    """Poll for a frame still being encoded every 50 ms instead of trame-vtk's 0.5 s.
+def _deliver_every_frame(protocol: Any) -> None:
+    """Make trame-vtk deliver each frame as soon as it is encoded, and never drop one.
 
-    trame-vtk encodes frames in a background thread; a frame that is not ready
-    ("stale") is fetched again after 0.5 s, then 1 s, ... which delays the
-    first image by seconds.
+    trame-vtk renders on the server thread and JPEG-encodes in a background
+    thread; a push that finds the frame still being encoded ("stale") sends
+    the previous frame and fetches the new one later: first after 0.5 s
+    (here 50 ms, so that the first image is not late by seconds). Its retry
+    (``render_stale_image``) waits ``delta`` after its n-th try but then
+    demands ``delta * (n + 1)``, so after a second stale try it gives up
+    silently: whenever encoding takes longer than one retry interval (a
+    large view, a busy node) the new picture never comes, and the next
+    control change shows the frame of the one before ("the picture lags one
+    change behind"). :func:`_fetch_stale_frame` replaces that retry.
     """
     from trame_vtk.modules.vtk.protocols import vtkWebPublishImageDelivery
 
     for linked in protocol.getLinkProtocols():
         if isinstance(linked, vtkWebPublishImageDelivery):
             linked.delta_stale_time_before_render = 0.05
-            linked.stale_count_limit = 40
+            linked.stale_count_limit = 200  # 10 s of encoding at most; then the next push fetches it
+            linked.render_stale_image = types.MethodType(_fetch_stale_frame, linked)
+
+
+def _fetch_stale_frame(delivery: Any, view_id: str, stale_count: int = 0) -> None:
+    """Fetch a frame that was still being encoded; ``push_render`` schedules this again while it is.
+
+    A fetch costs no render (the view did not change since), only a look at
+    the encoder's latest output, so it may run every 50 ms.
+
+    Example:
+        >>> # delivery.render_stale_image = types.MethodType(_fetch_stale_frame, delivery)
+    """
+    pending = delivery.stale_handler_count
+    if pending.get(view_id, 0) > 0:
+        pending[view_id] -= 1
+    still_stale = delivery.last_stale_time.get(view_id, 0) != 0  # 0: a push got the frame meanwhile
+    if still_stale and stale_count < delivery.stale_count_limit:
+        delivery.push_render(view_id, False, stale_count + 1)
 
 
 def _new_plotter(window_size: tuple[int, int]) -> pv.Plotter:
@@ -297,7 +333,11 @@ def prepare() -> dict[str, Any]:
 
 
 def create_app(
-    data_path: str | os.PathLike, server: Any = None, *, plotter: pv.Plotter | None = None
+    data_path: str | os.PathLike,
+    server: Any = None,
+    *,
+    plotter: pv.Plotter | None = None,
+    view: ViewPreset | None = None,
 ) -> ExplorerApp:
     """Open a dataset and build the explorer app on a trame server.
 
@@ -307,15 +347,19 @@ def create_app(
         data_path: a reduced directory or any dataset ``open_dataset`` reads.
         server: a trame server or its name (default: a new one).
         plotter: an offscreen plotter from :func:`prepare` (default: a new one).
+        view: the view preset; default the JSON in ``$HPCVIZ_VIEW`` (the
+            gateway sets it from the registration's ``view``), else none.
 
     Raises:
-        InputError: the data cannot be opened.
+        InputError: the data cannot be opened, or the preset is not valid for it.
 
     Example:
         >>> app = create_app("out/reduced/3f2a9c0d41b7e8aa")
         >>> app.server.start(port=0, open_browser=False)
     """
-    return ExplorerApp(load_view_data(data_path), server=server, plotter=plotter)
+    if view is None:
+        view = ViewPreset.from_json(os.environ.get(VIEW_ENV))
+    return ExplorerApp(load_view_data(data_path), server=server, plotter=plotter, view=view)
 
 
 def main(argv: list[str] | None = None) -> int:

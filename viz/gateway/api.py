@@ -29,7 +29,7 @@ from prefect_hpcviz.viz.gateway.launch import (
     normalize_launcher,
 )
 from prefect_hpcviz.viz.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from prefect_hpcviz.viz.gateway.openapi import openapi_document
+from prefect_hpcviz.viz.gateway.openapi import MAX_LINK_TTL_S, openapi_document
 from prefect_hpcviz.viz.gateway.registry import ACTIVE_STATES, Registry, Visualization
 from prefect_hpcviz.viz.gateway.tokens import Signer
 
@@ -87,6 +87,8 @@ class ApiRoutes:
         router.add_get("/api/sessions/{session_id}", self.get_session)
         router.add_post("/api/sessions/{session_id}/ready", self.ready)
         router.add_post("/api/sessions/{session_id}/stop", self.stop_session)
+        router.add_get("/api/sessions/{session_id}/logs", self.session_logs)
+        router.add_post("/api/cull", self.cull)
 
     # ----------------------------------------------------------------- helpers
     def _admin(self, request: web.Request) -> web.Response | None:
@@ -151,9 +153,12 @@ class ApiRoutes:
         ttl = body.get("link_ttl_s")
         if ttl is None:
             return float(self.config.link_ttl_s)
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        # "not 0 < ttl <= max" also refuses NaN and Infinity (Python's JSON reader accepts them)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_LINK_TTL_S:
             raise InputError(
-                "link_ttl_s", f"{ttl!r} is not a positive number of seconds", "give e.g. 86400 for a day"
+                "link_ttl_s",
+                f"{ttl!r} is not a number of seconds between 0 and {MAX_LINK_TTL_S} (10 years)",
+                "give e.g. 86400 for a day",
             )
         return float(ttl)
 
@@ -229,12 +234,16 @@ class ApiRoutes:
             data = body.get("data")
             if not isinstance(data, str) or not data.strip():
                 raise InputError("data", "missing or empty", "give the path or URL of the (reduced) dataset")
-            app = body.get("app") or "explorer"
-            if not isinstance(app, str) or not _APP_NAME.match(app):
+            app = body.get("app")
+            if app is not None and not isinstance(app, str):
                 raise InputError("app", f"{app!r} is not an app name", "give e.g. explorer")
-            title = body.get("title") or os.path.basename(data.rstrip("/")) or data
-            if not isinstance(title, str):
+            app = app or "explorer"
+            if not _APP_NAME.match(app):
+                raise InputError("app", f"{app!r} is not an app name", "give e.g. explorer")
+            title = body.get("title")
+            if title is not None and not isinstance(title, str):
                 raise InputError("title", "must be a string", "give a short title")
+            title = title or os.path.basename(data.rstrip("/")) or data
             view = body.get("view")
             if view is not None and not isinstance(view, dict):
                 raise InputError("view", "must be an object", 'give e.g. {"field": "pressure"}')
@@ -281,7 +290,12 @@ class ApiRoutes:
         if viz.revoked:
             return _error(409, f"visualization {viz.id} was revoked; register it again")
         try:
-            ttl = self._ttl(await self._json(request))
+            body = await self._json(request)
+            if unknown := set(body) - {"link_ttl_s"}:
+                raise InputError(
+                    "request body", f"unknown key(s) {', '.join(sorted(unknown))}", "send only link_ttl_s"
+                )
+            ttl = self._ttl(body)
         except InputError as exc:
             return _error(400, str(exc))
         return web.json_response(self.link_payload(viz, ttl), status=201)
@@ -308,6 +322,20 @@ class ApiRoutes:
             return _error(404, f"no session {request.match_info['session_id']!r}")
         return web.json_response(session.to_public())
 
+    async def session_logs(self, request: web.Request) -> web.Response:
+        """The last lines (``?lines=N``, at most 2000) of a session's job output, as text."""
+        if denied := self._admin(request):
+            return denied
+        session_id = request.match_info["session_id"]
+        if self.registry.get_session(session_id) is None:
+            return _error(404, f"no session {session_id!r}")
+        try:
+            lines = min(max(int(request.query.get("lines", "200")), 1), 2000)
+        except ValueError:
+            return _error(400, "lines must be a whole number, e.g. ?lines=200")
+        text = await self.sessions.job_logs(session_id, lines)
+        return web.Response(text=text, content_type="text/plain", headers={"Cache-Control": "no-store"})
+
     async def stop_session(self, request: web.Request) -> web.Response:
         """Stop a session's server now; its links stay valid and the next click starts a new one."""
         if denied := self._admin(request):
@@ -317,6 +345,17 @@ class ApiRoutes:
             return _error(404, f"no session {session_id!r}")
         session = await self.sessions.stop_session(session_id, "stopped by an operator")
         return web.json_response(session.to_public())
+
+    async def cull(self, request: web.Request) -> web.Response:
+        """Check every session now (idle, too old, ended; jobs no session has are stopped);
+        ``{"stopped": [sessions this pass ended]}``."""
+        if denied := self._admin(request):
+            return denied
+        before = {s.id for s in self.registry.active_sessions()}
+        await self.sessions.check_sessions(reap=True)
+        ended = [self.registry.get_session(sid) for sid in sorted(before)]
+        stopped = [s.to_public() for s in ended if s is not None and not s.active]
+        return web.json_response({"checked": len(before), "stopped": stopped})
 
     async def ready(self, request: web.Request) -> web.Response:
         """A viz server job reports ``{host, port}``; authenticated by its session key."""

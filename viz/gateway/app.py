@@ -16,6 +16,7 @@ from prefect_hpcviz.viz.gateway.config import GatewayConfig
 from prefect_hpcviz.viz.gateway.launch import SessionManager
 from prefect_hpcviz.viz.gateway.proxy import ReverseProxy
 from prefect_hpcviz.viz.gateway.registry import Registry
+from prefect_hpcviz.viz.gateway.reverse_tunnel import ReverseTunnels
 from prefect_hpcviz.viz.gateway.tokens import Signer
 from prefect_hpcviz.viz.gateway.viewer import ViewerRoutes, wants_html
 
@@ -32,6 +33,7 @@ class GatewayParts:
     signer: Signer
     sessions: SessionManager
     proxy: ReverseProxy
+    tunnels: ReverseTunnels
 
 
 PARTS = web.AppKey("hpcviz_gateway_parts", GatewayParts)
@@ -55,22 +57,26 @@ def create_app(config: GatewayConfig) -> web.Application:
     signer = Signer.from_state_dir(config.state_dir)
     sessions = SessionManager(config, registry)
     proxy = ReverseProxy(max_ws_message=config.max_ws_message, traffic=sessions.metrics.traffic)
-    parts = GatewayParts(config, admin_token, registry, signer, sessions, proxy)
+    tunnels = ReverseTunnels(sessions)
+    parts = GatewayParts(config, admin_token, registry, signer, sessions, proxy, tunnels)
 
     app = web.Application(middlewares=[_readable_errors, _no_dot_segments])
     app[PARTS] = parts
     ApiRoutes(config, admin_token, registry, signer, sessions).add_to(app.router)
     ViewerRoutes(config, registry, signer, sessions, proxy).add_to(app.router)
+    tunnels.add_to(app.router)
 
     async def lifecycle(app: web.Application):
         await sessions.start()
         yield
         await sessions.close()
+        await tunnels.close_all()
         await proxy.close()
         registry.close()
 
     async def close_websockets(app: web.Application) -> None:
         await sessions.close_sockets("the gateway is shutting down")
+        await tunnels.close_all()  # reverse connections are websockets too; their servers then exit
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
@@ -126,8 +132,12 @@ async def _readable_errors(request: web.Request, handler):
         if exc.status in (404, 405) and (exc.text or "").startswith(f"{exc.status}:"):
             message = f"{exc.reason}: {request.method} {request.path}"
             if wants_html(request):
-                return pages.problem_page(exc.status, exc.reason, "There is nothing at this address.")
-            return web.json_response({"error": message}, status=exc.status)
+                page = pages.problem_page(exc.status, exc.reason, "There is nothing at this address.")
+            else:
+                page = web.json_response({"error": message}, status=exc.status)
+            if "Allow" in exc.headers:  # a 405 says which methods would work (RFC 9110)
+                page.headers["Allow"] = exc.headers["Allow"]
+            return page
         raise
     except Exception:
         log.exception("error while handling %s %s", request.method, request.path)

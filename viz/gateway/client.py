@@ -156,6 +156,14 @@ class GatewayClient:
         """Start the viz server now (no-op when one is running); returns the session."""
         return self._call("POST", f"/api/visualizations/{viz_id}/launch")["session"]
 
+    def cull(self) -> list[dict[str, Any]]:
+        """Stop idle and too old sessions now; the sessions this stopped (id, viz_id, reason, ...).
+
+        Example:
+            >>> # [s["reason"] for s in client.cull()] -> ['stopped after 15 min without activity']
+        """
+        return self._call("POST", "/api/cull")["stopped"]
+
     def wait_ready(self, viz_id: str, timeout: float = 120.0, *, launch: bool = True) -> dict[str, Any]:
         """Block until the visualization's viz server is ready; return its session.
 

@@ -17,6 +17,11 @@ from urllib.parse import urlsplit
 
 from prefect_hpcviz.viz.errors import InputError
 from prefect_hpcviz.viz.paths import hpcviz_home
+from prefect_hpcviz.viz.gateway.origin import origin_of
+from prefect_hpcviz.viz.gateway.trust import parse_networks
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_EXAMPLES = {"trusted_proxies": '["127.0.0.1/32", "10.0.0.0/8"]', "allowed_origins": '["https://portal.example.org"]'}
 
 LOOPBACK_HOSTS = r"^(127(\.\d{1,3}){3}|::1|localhost)$"
 
@@ -41,18 +46,33 @@ class GatewayConfig:
         max_lifetime_s: a session this old (seconds since its launch) is stopped,
             busy or not; its page then says so and offers "Start again".
             None: no limit.
-        launch_timeout_s: a session not ready this long after launch has failed.
+        launch_timeout_s: a session not ready this long after launch has failed
+            (time a batch job waits in its scheduler's queue does not count).
         hold_first_page_s: how long the page request that starts a server waits
             for it before answering with the waiting page; a server that is ready
             by then (a standby) is shown at once, saving the waiting page's reload.
         allowed_backend_hosts: regex a ready report's host must match (SSRF guard).
         default_launcher: ``{"kind", "options"}`` used when a registration gives none.
         poll_interval_s: how often jobs are checked and idle sessions culled.
+        reap_interval_s: how often the registry is reconciled with the
+            launchers' list of their jobs (jobs no active session has are
+            stopped). Listing is one ``squeue`` per Slurm launcher, so this is
+            slower than ``poll_interval_s``; ``POST /api/cull`` reconciles at once.
         max_ws_message: largest websocket message proxied, either direction.
         access_log: log one line per request (``hpcviz gateway`` only; link
             tokens redacted). Off by default: it costs about 20 us a request.
         metrics_public: serve ``/metrics`` without authentication (scrape from
             a trusted network only); False: it needs the admin bearer token.
+        trusted_proxies: addresses or CIDRs of the reverse proxies in front
+            (e.g. ``["127.0.0.1/32"]``); only from them are ``user_header``
+            and ``X-Forwarded-Proto`` believed.
+        user_header: single sign-on: the header an authenticating proxy sets
+            to the signed-in user (e.g. ``X-Forwarded-User``). When set, every
+            ``/v/`` and ``/s/`` request needs it from a trusted proxy, sessions
+            belong to the user who started them and other users get 403.
+            None: no single sign-on (the link alone decides).
+        allowed_origins: origins (``https://portal.example.org``) whose pages
+            may open websockets through the gateway, besides the public URL's.
 
     Example:
         >>> GatewayConfig(port=8765, state_dir="/tmp/gw").public_base
@@ -73,10 +93,14 @@ class GatewayConfig:
     allowed_backend_hosts: str = LOOPBACK_HOSTS
     default_launcher: dict[str, Any] = field(default_factory=lambda: {"kind": "local", "options": {}})
     poll_interval_s: float = 5.0
+    reap_interval_s: float = 60.0
     max_ws_message: int = 64 * 1024 * 1024
     max_lifetime_s: float | None = None
     metrics_public: bool = False
     access_log: bool = False
+    trusted_proxies: list[str] = field(default_factory=list)
+    user_header: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser()
@@ -95,9 +119,31 @@ class GatewayConfig:
             raise InputError(
                 "allowed_backend_hosts", f"not a regular expression ({exc})", "fix the pattern"
             ) from exc
-        for name in ("link_ttl_s", "cookie_ttl_s", "idle_timeout_s", "launch_timeout_s", "poll_interval_s"):
+        for name in ("link_ttl_s", "cookie_ttl_s", "idle_timeout_s", "launch_timeout_s", "poll_interval_s",
+                     "reap_interval_s"):
             if getattr(self, name) <= 0:
                 raise InputError(name, "must be positive", f"give a number of seconds > 0 for {name}")
+        for name in ("trusted_proxies", "allowed_origins"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [part for part in value.split(",") if part.strip()]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise InputError(name, f"{value!r} is not a list of strings", f"give e.g. {_EXAMPLES[name]}")
+            setattr(self, name, [v.strip() for v in value])
+        parse_networks(self.trusted_proxies)
+        for origin in self.allowed_origins:
+            origin_of(origin)
+        if self.user_header is not None:
+            if not _HEADER_NAME.match(self.user_header):
+                raise InputError(
+                    "user_header", f"{self.user_header!r} is not a header name", "give e.g. X-Forwarded-User"
+                )
+            if not self.trusted_proxies:
+                raise InputError(
+                    "user_header",
+                    "single sign-on needs the addresses of the proxies allowed to set it",
+                    "also give trusted_proxies (--trusted-proxy), e.g. 127.0.0.1/32",
+                )
         if self.max_lifetime_s is not None and self.max_lifetime_s <= 0:
             raise InputError(
                 "max_lifetime_s", "must be positive", "give a number of seconds > 0, or leave it unset for no limit"
@@ -200,7 +246,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def _field_types() -> dict[str, tuple[type, ...]]:
     words = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
-             "Path": (str,), "dict": (dict,)}  # fmt: skip
+             "Path": (str,), "dict": (dict,), "list": (list,)}  # fmt: skip
     out = {}
     for f in fields(GatewayConfig):
         names = [part.strip().split("[")[0] for part in str(f.type).split("|")]

@@ -20,12 +20,14 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from prefect_hpcviz.viz.backends import Backend, JobSpec, JobState, backend_class, get_backend
+from prefect_hpcviz.viz.backends import Backend, JobSpec, JobState, JobStatus, backend_class, get_backend
 from prefect_hpcviz.viz.errors import HpcvizError, InputError
+from prefect_hpcviz.viz.gateway import job_phase
 from prefect_hpcviz.viz.gateway.config import GatewayConfig
 from prefect_hpcviz.viz.gateway.metrics import GatewayMetrics
 from prefect_hpcviz.viz.gateway.registry import (
@@ -42,6 +44,8 @@ from prefect_hpcviz.viz.gateway.registry import (
 log = logging.getLogger(__name__)
 
 SERVE_MODULE = "prefect_hpcviz.viz.serve"
+GATEWAY_OPTIONS = ("command", "reverse")
+"""Launcher options the gateway itself uses (not passed to the backend)."""
 PLACEHOLDERS = ("python", "app", "data", "report_url", "idle_timeout", "session_id", "viz_id")
 LOG_TAIL_LINES = 60
 
@@ -128,13 +132,22 @@ def normalize_launcher(launcher: Any, default: dict[str, Any]) -> dict[str, Any]
         raise InputError(
             "launcher", f"unknown key(s) {', '.join(sorted(extra))}", "use only kind and options"
         )
-    kind = launcher.get("kind") or "local"
-    if not isinstance(kind, str):
+    kind = launcher.get("kind")
+    if kind is not None and not isinstance(kind, str):
         raise InputError("launcher.kind", "must be a string", "give e.g. local")
-    options = launcher.get("options") or {}
+    kind = kind or "local"
+    options = launcher.get("options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise InputError("launcher.options", "must be an object", "give the backend's settings as key: value")
     options = dict(options)
+    reverse = options.pop("reverse", False)
+    if not isinstance(reverse, bool):
+        raise InputError(
+            "launcher options.reverse",
+            f"{reverse!r} is not true or false",
+            "give true for nodes that accept no inbound connections (the server dials the gateway)",
+        )
     command = options.pop("command", None)
     if command is not None:
         if not isinstance(command, list) or not command or not all(isinstance(p, str) for p in command):
@@ -148,6 +161,8 @@ def normalize_launcher(launcher: Any, default: dict[str, Any]) -> dict[str, Any]
     get_backend(kind, options)  # unknown or bad options fail now, not at the first click
     if command is not None:
         options["command"] = command
+    if reverse:
+        options["reverse"] = True
     return {"kind": kind, "options": options}
 
 
@@ -172,7 +187,15 @@ class SessionManager:
         self._activity: dict[str, float] = {}
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._culler: asyncio.Task | None = None
+        self._jobs: dict[str, JobStatus] = {}  # session id -> what its backend said last
+        self._time_limits: dict[str, asyncio.Task] = {}  # ready sessions whose job has a time limit
+        self._submitting = 0  # launches between backend.submit() and recording the job id
+        self._stopping: set[str] = set()  # job ids whose backend.stop() is under way
+        self._next_reap = 0.0  # time.monotonic() of the next reconciliation with the backends
+        self.culling_passes = 0  # check_sessions() passes done
+        self.reconciliations = 0  # reap_forgotten_jobs() passes that asked the backends
         self._host_re = re.compile(config.allowed_backend_hosts)
+        self.on_session_end: list[Callable[[str], None]] = []  # called with the id of a session that ended
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -197,7 +220,7 @@ class SessionManager:
             await asyncio.gather(self._culler, return_exceptions=True)
         if stop_launched:
             await self.stop_all(self.launched, "the gateway stopped")
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._time_limits.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -221,7 +244,8 @@ class SessionManager:
         return session
 
     def status(self, viz_id: str) -> dict[str, Any]:
-        """What the waiting page shows: state, phase, message, reason, log tail."""
+        """What the waiting page shows: state, phase, message, reason, log tail; when the session
+        ends and, shortly before, a warning (the open app's page shows it, see end_notice.py)."""
         session = self.current(viz_id)
         state = session.state if session else "none"
         data: dict[str, Any] = {
@@ -233,15 +257,23 @@ class SessionManager:
         }
         if state == FAILED:
             data["log_tail"] = session.log_tail
+        if session is not None:  # the job's side: "queued (Resources)", "starting on vm", time left
+            lifetime = self.config.max_lifetime_s
+            lifetime_end = None if lifetime is None else session.created_at + lifetime
+            job = self._jobs.get(session.id)
+            data.update(job_phase.describe(state, job, now=time.time(), lifetime_ends_at=lifetime_end))
         return data
 
-    async def wait_for_change(self, viz_id: str, since: str | None, timeout: float) -> dict[str, Any]:
-        """The status as soon as its state differs from ``since`` (or after ``timeout`` s)."""
+    async def wait_for_change(
+        self, viz_id: str, since: str | None, timeout: float, phase: str | None = None
+    ) -> dict[str, Any]:
+        """The status as soon as its state differs from ``since`` or its phase from ``phase`` (or after ``timeout`` s)."""
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             status = self.status(viz_id)
             remaining = deadline - time.monotonic()
-            if since is None or status["state"] != since or remaining <= 0:
+            moved = status["state"] != since or (phase is not None and status["phase"] != phase)
+            if since is None or moved or remaining <= 0:
                 return status
             event = self._changed.setdefault(viz_id, asyncio.Event())
             try:
@@ -265,22 +297,26 @@ class SessionManager:
         self._sockets.get(session_id, set()).discard(ws)
 
     async def close_sockets(self, reason: str) -> None:
-        """Close every proxied browser websocket (1001, going away), e.g. at shutdown."""
+        """Close every proxied browser websocket at shutdown: 1012 (service restart).
+
+        The app's page reconnects after a 1012 (see reconnect.py), not after
+        the 1001 of a session that was stopped.
+        """
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
-                await _quietly(ws.close(code=1001, message=reason.encode()[:123]))
+                await _quietly(ws.close(code=1012, message=reason.encode()[:123]))
 
     # ----------------------------------------------------------------- launch
-    def ensure(self, viz: Visualization) -> Session:
-        """The visualization's active session, or a new one being launched."""
+    def ensure(self, viz: Visualization, user: str | None = None) -> Session:
+        """The visualization's active session, or a new one being launched (for ``user``, under SSO)."""
         session = self.current(viz.id)
         if session is not None and session.active:
             return session
-        return self.launch(viz)
+        return self.launch(viz, user)
 
-    def launch(self, viz: Visualization) -> Session:
-        """Create a session row and start launching its job in the background."""
-        session = self.registry.add_session(viz.id, str(viz.launcher.get("kind", "local")))
+    def launch(self, viz: Visualization, user: str | None = None) -> Session:
+        """Create a session row (owned by ``user`` under SSO) and start launching its job in the background."""
+        session = self.registry.add_session(viz.id, str(viz.launcher.get("kind", "local")), user=user)
         self._current[viz.id] = session
         self.launched.add(session.id)
         self._ready[session.id] = asyncio.Event()
@@ -288,12 +324,12 @@ class SessionManager:
         self._notify(viz.id)
         return session
 
-    async def restart(self, viz: Visualization) -> Session:
+    async def restart(self, viz: Visualization, user: str | None = None) -> Session:
         """Stop the current session (if any) and launch a new one."""
         session = self.current(viz.id)
         if session is not None and session.active:
             await self.stop_session(session.id, "restarted on request")
-        return self.launch(viz)
+        return self.launch(viz, user)
 
     def job_spec(self, viz: Visualization, session: Session) -> JobSpec:
         """The JobSpec of a session: command from the launcher, key in env."""
@@ -311,6 +347,10 @@ class SessionManager:
         # Only the standard command may go to a standby server: a site's own
         # command template must run as written.
         assignment = None if template else {"app": viz.app, "argv": default_serve_args(values)}
+        reverse = bool((viz.launcher.get("options") or {}).get("reverse"))
+        if reverse and not template:  # the node accepts no inbound connections: the server dials us
+            command = [*command, "--reverse"]
+            assignment["argv"] = [*assignment["argv"], "--reverse"]
         env = {
             "HPCVIZ_SESSION_KEY": session.secret,
             "HPCVIZ_SESSION_ID": session.id,
@@ -319,6 +359,8 @@ class SessionManager:
         }
         if viz.view:
             env["HPCVIZ_VIEW"] = json.dumps(viz.view)
+        if reverse:  # also for a site's own command (serve reads it as the default of --reverse)
+            env["HPCVIZ_REVERSE"] = "1"
         return JobSpec(
             name=f"hpcviz-{viz.id}",
             command=command,
@@ -330,7 +372,7 @@ class SessionManager:
     def backend_for(self, launcher: dict[str, Any]) -> Backend:
         """One backend instance per distinct launcher (kind + options)."""
         kind = str(launcher.get("kind", "local"))
-        options = {k: v for k, v in (launcher.get("options") or {}).items() if k != "command"}
+        options = {k: v for k, v in (launcher.get("options") or {}).items() if k not in GATEWAY_OPTIONS}
         if kind == "local":
             options.setdefault("workdir", str(self.config.state_dir / "jobs"))
         key = json.dumps([kind, options], sort_keys=True, default=str)
@@ -349,6 +391,8 @@ class SessionManager:
             return None
 
     async def _launch(self, viz: Visualization, session: Session) -> None:
+        failure = None
+        self._submitting += 1  # the reaper leaves unknown jobs alone meanwhile
         try:
             backend = self.backend_for(viz.launcher)
             spec = self.job_spec(viz, session)
@@ -356,26 +400,42 @@ class SessionManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure ends as a readable reason
-            log.warning("launch of session %s failed: %s", session.id, exc)
+            failure = exc
+        finally:
+            self._submitting -= 1
+        if failure is not None:
+            log.warning("launch of session %s failed: %s", session.id, failure)
             self._tasks.pop(session.id, None)
-            await self._fail(session.id, f"could not start the viz server: {exc}")
+            await self._fail(session.id, f"could not start the viz server: {failure}")
             return
         current = self.registry.get_session(session.id)
         if current is not None and current.active:
             self._update(session.id, job_id=job_id)
         else:  # stopped while we were submitting
-            await _quietly(backend.stop(job_id))
+            await self._stop_job(backend, job_id)
             return
         await self._watch_until_ready(session.id, backend, session.created_at + self.config.launch_timeout_s)
 
     async def _watch_until_ready(self, session_id: str, backend: Backend, deadline: float) -> None:
-        """Phase 1: job queued -> running; phase 2: wait for the app's ready report."""
+        """Phase 1: job queued -> running; phase 2: wait for the app's ready report.
+
+        Time a job waits in a batch scheduler's queue does not count against
+        the launch timeout (the page says why it waits). A backend that cannot
+        answer right now (after its own retries) never ends the session: the
+        next round asks again. Once ready, a job with a time limit is watched
+        until shortly before it (:meth:`_stop_at_time_limit`).
+        """
         delay = 0.05
         try:
             while True:
                 session = self.registry.get_session(session_id)
                 if session is None or session.state not in (QUEUED, STARTING):
+                    if session is not None and session.state == READY:
+                        self._watch_time_limit(session_id)
                     return
+                last = self._jobs.get(session_id)
+                if last is not None and last.state is JobState.QUEUED:
+                    deadline = max(deadline, time.time() + self.config.launch_timeout_s)
                 remaining = deadline - time.time()
                 if remaining <= 0:
                     await self._fail(
@@ -384,14 +444,17 @@ class SessionManager:
                         outcome="timeout",
                     )
                     return
-                if session.job_id:
-                    job = await backend.state(session.job_id)
+                job = await _quietly(backend.state(session.job_id)) if session.job_id else None
+                if job is not None:
                     if job.state.ended:
                         if self.registry.get_session(session_id).state == READY:
                             return
                         why = job.reason or "exit code 0"
                         await self._fail(session_id, f"the viz server exited before it was ready ({why})")
                         return
+                    self._jobs[session_id] = job
+                    if last is None or (job.state, job.reason, job.node) != (last.state, last.reason, last.node):
+                        self._notify(session.viz_id)  # a new phase for the waiting page
                     if job.state in (JobState.STARTING, JobState.RUNNING) and session.state == QUEUED:
                         self._update(session_id, state=STARTING)
                 event = self._ready.setdefault(session_id, asyncio.Event())
@@ -404,14 +467,40 @@ class SessionManager:
             if self._tasks.get(session_id) is asyncio.current_task():
                 self._tasks.pop(session_id, None)
 
-    def mark_ready(self, session_id: str, key: str, host: Any, port: Any) -> Session:
-        """Accept a job's ready report; ReadyRejected (with an HTTP status) otherwise."""
+    def _watch_time_limit(self, session_id: str) -> None:
+        """A ready session whose job has a time limit: stop it cleanly just before the limit."""
+        job = self._jobs.get(session_id)
+        if job is not None and job.ends_at is not None and session_id not in self._time_limits:
+            self._time_limits[session_id] = asyncio.ensure_future(self._stop_at_time_limit(session_id, job.ends_at))
+
+    async def _stop_at_time_limit(self, session_id: str, ends_at: float) -> None:
+        """Sleep until :data:`job_phase.STOP_BEFORE_S` before ``ends_at``, then stop the session.
+
+        The status carries a warning before that (:func:`job_phase.describe`);
+        the page then says why the view stopped and offers "Start again".
+        """
+        try:
+            await asyncio.sleep(max(0.0, ends_at - job_phase.STOP_BEFORE_S - time.time()))
+            session = self.registry.get_session(session_id)
+            if session is not None and session.state == READY:
+                await self.stop_session(session_id, job_phase.time_limit_reason(ends_at), ask_restart=True)
+        finally:
+            self._time_limits.pop(session_id, None)
+
+    def mark_ready(self, session_id: str, key: str, host: Any, port: Any, *, via_tunnel: bool = False) -> Session:
+        """Accept a job's ready report; ReadyRejected (with an HTTP status) otherwise.
+
+        ``via_tunnel``: host:port is the gateway's own loopback end of a reverse
+        connection (reverse_tunnel.py), not an address a job chose, so
+        ``allowed_backend_hosts`` does not apply; a ready session takes the new
+        address (its server dialed again after a gateway restart).
+        """
         session = self.registry.get_session(session_id)
         if session is None:
             raise ReadyRejected(404, f"no session {session_id}")
         if not hmac.compare_digest(key.encode(), session.secret.encode()):
             raise ReadyRejected(403, "the session key does not match")
-        if not isinstance(host, str) or not self._host_re.fullmatch(host):
+        if not via_tunnel and (not isinstance(host, str) or not self._host_re.fullmatch(host)):
             raise ReadyRejected(
                 403,
                 f"host {host!r} is not allowed for viz servers (allowed_backend_hosts = "
@@ -419,6 +508,8 @@ class SessionManager:
             )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ReadyRejected(400, f"port {port!r} is not a TCP port number")
+        if via_tunnel and session.state == READY:
+            return self._update(session_id, host=host, port=port)
         if session.state not in (QUEUED, STARTING):
             raise ReadyRejected(409, f"the session is {session.state} ({session.reason}); start a new one")
         now = time.time()
@@ -450,7 +541,7 @@ class SessionManager:
             await _quietly(ws.close(code=1001, message=b"the viz server was stopped"))
         backend = self._backend_of(session)
         if backend is not None and session.job_id:
-            await _quietly(backend.stop(session.job_id))
+            await self._stop_job(backend, session.job_id)
         return session
 
     async def backend_lost(self, session_id: str, detail: str) -> Session | None:
@@ -469,8 +560,20 @@ class SessionManager:
             state = FAILED
             reason = f"the viz server stopped accepting connections ({detail})"
             if backend is not None and session.job_id:
-                await _quietly(backend.stop(session.job_id))
+                await self._stop_job(backend, session.job_id)
         return await self._end(session, state, reason, backend)
+
+    async def job_logs(self, session_id: str, lines: int = 200) -> str:
+        """The last ``lines`` of a session's job output ("" before it has any); the stored
+        tail when the backend cannot be asked."""
+        session = self.registry.get_session(session_id)
+        if session is None:
+            return ""
+        backend = self._backend_of(session)
+        if backend is None or not session.job_id:
+            return session.log_tail
+        text = await _quietly(backend.logs(session.job_id, lines))
+        return session.log_tail if text is None else text
 
     async def _end(self, session: Session, state: str, reason: str, backend: Backend | None) -> Session:
         tail = ""
@@ -487,7 +590,7 @@ class SessionManager:
             self.metrics.launch_ended(outcome)
         backend = self._backend_of(session)
         if backend is not None and session.job_id:
-            await _quietly(backend.stop(session.job_id))
+            await self._stop_job(backend, session.job_id)
         await self._end(session, FAILED, reason, backend)
 
     # ------------------------------------------------------------------ cull
@@ -499,8 +602,19 @@ class SessionManager:
             except Exception:
                 log.exception("checking sessions failed")
 
-    async def check_sessions(self) -> None:
-        """One pass: stop idle and too old sessions, record ended jobs, adopt launches of an earlier gateway."""
+    async def _stop_job(self, backend: Backend, job_id: str) -> None:
+        """``backend.stop(job_id)``, with the job marked as being stopped meanwhile (the reaper leaves it alone)."""
+        self._stopping.add(job_id)
+        try:
+            await _quietly(backend.stop(job_id))
+        finally:
+            self._stopping.discard(job_id)
+
+    async def check_sessions(self, *, reap: bool | None = None) -> None:
+        """One pass: stop idle and too old sessions, record ended jobs, adopt launches of an
+        earlier gateway; then stop jobs no active session has (:meth:`reap_forgotten_jobs`)
+        when ``reap`` is True, or, by default, when ``reap_interval_s`` has passed since the
+        last reconciliation (listing jobs is an ``squeue`` for Slurm: too dear for every pass)."""
         self._flush_activity()
         now = time.time()
         max_lifetime = self.config.max_lifetime_s
@@ -530,6 +644,47 @@ class SessionManager:
                     await self._end(session, state, reason, backend)
             elif session.id not in self._tasks:
                 self._adopt(session)
+        if reap or (reap is None and time.monotonic() >= self._next_reap):
+            self._next_reap = time.monotonic() + self.config.reap_interval_s
+            await self.reap_forgotten_jobs()
+        self.culling_passes += 1
+
+    async def reap_forgotten_jobs(self) -> list[str]:
+        """Stop jobs that the backends still run but no active session has; return their ids.
+
+        A job is forgotten when its session ended while the job went on (its
+        stop failed, the gateway died in between) or the registry lost its row.
+        Only backends with the optional ``list_jobs()`` are asked. Nothing is
+        reaped while a launch is between submitting its job and recording its
+        id, so a job is never stopped for being a moment too new, nor a job that
+        is being stopped (its session already ended, its stop still under way),
+        nor one whose session was active when the listing began.
+        """
+        listers = {id(b): b for b in self._backends.values() if hasattr(b, "list_jobs")}
+        if not listers or self._submitting:
+            return []
+        self.reconciliations += 1
+        known = self._wanted_jobs()
+        listed: dict[str, Backend] = {}
+        for backend in listers.values():
+            jobs = await _quietly(backend.list_jobs())
+            for job_id in jobs or {}:
+                listed.setdefault(job_id, backend)
+        if self._submitting:
+            return []
+        known |= self._wanted_jobs()
+        forgotten = []
+        for job_id in listed:
+            if job_id in known or job_id in self._stopping:  # (a stop may have begun meanwhile)
+                continue
+            log.warning("stopping viz server job %s: no active session has it (%r)", job_id, listed[job_id])
+            forgotten.append(job_id)
+            await self._stop_job(listed[job_id], job_id)
+        return forgotten
+
+    def _wanted_jobs(self) -> set[str]:
+        """Job ids the reaper must leave alone now: those of active sessions and those being stopped."""
+        return {s.job_id for s in self.registry.active_sessions() if s.job_id} | self._stopping
 
     def _adopt(self, session: Session) -> None:
         backend = self._backend_of(session)
@@ -557,7 +712,13 @@ class SessionManager:
         if current is None or current.id == session.id or session.created_at >= current.created_at:
             self._current[session.viz_id] = session
         if fields.get("state") in (FAILED, STOPPED):  # ended: forget what only a live session needs
+            for hook in self.on_session_end:
+                hook(session_id)
             self._ready.pop(session_id, None)
+            self._jobs.pop(session_id, None)
+            limit = self._time_limits.get(session_id)
+            if limit is not None and limit is not asyncio.current_task():  # the task ends itself
+                self._time_limits.pop(session_id).cancel()
             self.launched.discard(session_id)
             if not self._sockets.get(session_id):
                 self._sockets.pop(session_id, None)

@@ -68,9 +68,11 @@ def _response(page_csp: tuple[str, str], status: int) -> web.Response:
 _WAIT_JS = """
 const statusUrl = %(status_url)s;
 let state = %(state)s;
+let phase = %(phase)s;
 const order = ["queued", "starting", "ready"];
 function show(s) {
   document.getElementById("message").textContent = s.message;
+  document.getElementById("phase").textContent = s.phase || s.state;
   const at = order.indexOf(s.state);
   document.querySelectorAll(".steps li").forEach((li, i) => {
     li.className = i < at ? "done" : (i === at ? "on" : "");
@@ -79,12 +81,14 @@ function show(s) {
 async function poll() {
   for (;;) {
     try {
-      const r = await fetch(statusUrl + "?wait=25&since=" + encodeURIComponent(state),
+      const r = await fetch(statusUrl + "?wait=25&since=" + encodeURIComponent(state) +
+                            "&phase=" + encodeURIComponent(phase),
                             {cache: "no-store", credentials: "same-origin",
                              headers: {"Accept": "application/json"}});
       if (r.status === 403 || r.status === 404) { location.reload(); return; }
       const s = await r.json();
       state = s.state;
+      phase = s.phase || s.state;
       show(s);
       if (["ready", "failed", "stopped", "none"].includes(s.state)) { location.reload(); return; }
     } catch (e) {
@@ -109,14 +113,17 @@ def waiting_page(title: str, status: dict, *, status_url: str) -> web.Response:
         "<div class=phase><div class=spinner></div>"
         f"<span id=message>{html.escape(status.get('message', ''))}</span></div>"
         "<ol class=steps><li>queued</li><li>starting</li><li>ready</li></ol>"
+        f"<p><strong id=phase>{html.escape(status.get('phase') or status.get('state', ''))}</strong></p>"
         "<p><small>The 3D view opens by itself when its server is ready. "
         "On a busy cluster this can take a few minutes.</small></p>"
     )
     script = _WAIT_JS % {
         "status_url": json.dumps(status_url),
         "state": json.dumps(status.get("state", "queued")),
+        "phase": json.dumps(status.get("phase") or status.get("state", "queued")),
     }
-    script += f"show({json.dumps({'state': status.get('state'), 'message': status.get('message', '')})});"
+    shown = {"state": status.get("state"), "phase": status.get("phase"), "message": status.get("message", "")}
+    script += f"show({json.dumps(shown)});"
     return _response(_document(f"Starting {title}", body, script=script), 200)
 
 

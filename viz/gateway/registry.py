@@ -44,13 +44,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_activity REAL,
     reason TEXT NOT NULL DEFAULT '',
     log_tail TEXT NOT NULL DEFAULT '',
-    ask_restart INTEGER NOT NULL DEFAULT 0
+    ask_restart INTEGER NOT NULL DEFAULT 0,
+    user TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_by_viz ON sessions(viz_id, created_at);
 CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions(state);
 """
 # Columns added after the first release: (name, definition) for ALTER TABLE on older files.
-_ADDED_COLUMNS = [("ask_restart", "INTEGER NOT NULL DEFAULT 0")]
+_ADDED_COLUMNS = [("ask_restart", "INTEGER NOT NULL DEFAULT 0"), ("user", "TEXT")]
 
 
 @dataclass
@@ -91,6 +92,8 @@ class Session:
     # Ended in a way the user should see (e.g. the maximum lifetime): the next
     # page visit shows the reason and "Start again" instead of relaunching at once.
     ask_restart: bool = False
+    # Single sign-on: the user who started it (only they reach it); None without SSO.
+    user: str | None = None
 
     def __post_init__(self) -> None:
         self.ask_restart = bool(self.ask_restart)
@@ -198,8 +201,8 @@ class Registry:
             return cur.rowcount > 0
 
     # ---------------------------------------------------------------- sessions
-    def add_session(self, viz_id: str, job_kind: str, state: str = QUEUED) -> Session:
-        """A new session with a fresh backend key."""
+    def add_session(self, viz_id: str, job_kind: str, state: str = QUEUED, user: str | None = None) -> Session:
+        """A new session with a fresh backend key (``user``: who started it, under single sign-on)."""
         now = time.time()
         session = Session(
             id=secrets.token_urlsafe(12),
@@ -215,6 +218,7 @@ class Registry:
             last_activity=now,
             reason="",
             log_tail="",
+            user=user,
         )
         row = asdict(session)
         cols = ", ".join(row)

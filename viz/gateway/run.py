@@ -24,7 +24,17 @@ def run_gateway(config: GatewayConfig) -> None:
         >>> # run_gateway(GatewayConfig(host="0.0.0.0", port=8765,
         >>> #                           public_url="https://viz.example.org"))
     """
-    asyncio.run(_serve(config))
+    _run(_serve(config))
+
+
+def _run(main) -> None:
+    """``asyncio.run`` on uvloop's event loop when uvloop is installed (it proxies faster), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve(config: GatewayConfig) -> None:
@@ -53,6 +63,9 @@ _FIELD_OF = {
     "idle_timeout": "idle_timeout_s",
     "launch_timeout": "launch_timeout_s",
     "max_lifetime": "max_lifetime_s",
+    "reap_interval": "reap_interval_s",
+    "trusted_proxy": "trusted_proxies",
+    "allowed_origin": "allowed_origins",
 }
 
 
@@ -86,9 +99,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> GatewayConfig:
     p.add_argument("--link-ttl", type=float, metavar="S", help="lifetime of a shared link in seconds (default: 7 days)")
     p.add_argument("--idle-timeout", type=float, metavar="S", help="stop a session with no traffic for S seconds (default: 900)")
     p.add_argument("--max-lifetime", type=float, metavar="S", help="stop a session S seconds after its launch, busy or not; its page says so and offers to start again (default: no limit)")
+    p.add_argument("--reap-interval", type=float, metavar="S", help="reconcile the registry with the launchers' jobs every S seconds, stopping jobs no active session has (one squeue per Slurm launcher; default: 60)")
     p.add_argument("--launch-timeout", type=float, metavar="S", help="a server not ready S seconds after launch has failed (default: 120)")
     p.add_argument("--allowed-backend-hosts", metavar="REGEX", help="hosts a viz server may report; the proxy connects nowhere else (default: loopback only)")
     p.add_argument("--launcher", metavar="JSON", help='launcher for registrations that name none, e.g. {"kind": "local", "options": {}}')
+    p.add_argument("--trusted-proxy", action="append", metavar="CIDR", help="address or CIDR of a reverse proxy in front (repeat for several); only from these are --user-header and X-Forwarded-Proto believed")
+    p.add_argument("--user-header", metavar="NAME", help="single sign-on: the header your authenticating proxy sets to the signed-in user, e.g. X-Forwarded-User (oauth2-proxy) or X-Auth-Request-User; sessions then belong to that user and others get 403; needs --trusted-proxy")
+    p.add_argument("--allowed-origin", action="append", metavar="ORIGIN", help="another origin (e.g. https://portal.example.org) whose pages may open websockets through the gateway; the public URL's origin always may")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, help="log one line per request (link tokens redacted); off by default: it costs about 20 us of every proxied request")
     p.add_argument("--metrics-public", action=argparse.BooleanOptionalAction, help="serve /metrics without authentication (for a Prometheus on a trusted network); by default /metrics needs 'Authorization: Bearer <admin token>' like the REST API")
     args = vars(p.parse_args(argv))

@@ -7,6 +7,13 @@
                      (with "start again") when it failed or stopped.
 ``/s/<id>/__hpcviz__/status``   JSON status, long-polled by the waiting page.
 ``/s/<id>/__hpcviz__/restart``  POST: stop the current server and start a new one.
+``/s/<id>/__hpcviz__/logs``     the viz server job's output (``?lines=N``), as text.
+``/s/<id>/__hpcviz__/reconnect.js``  reloads the app's page after a gateway restart (reconnect.py).
+``/s/<id>/__hpcviz__/end-notice.js``  says on the app's page when its session ends, and why it ended (end_notice.py).
+
+Websocket upgrades must come from the gateway's own origin (origin.py).
+Under single sign-on every request needs the user a trusted proxy names
+(trust.py), and a running session answers only the user who started it.
 """
 
 from __future__ import annotations
@@ -18,14 +25,20 @@ from aiohttp import web
 
 from prefect_hpcviz.viz.gateway import pages
 from prefect_hpcviz.viz.gateway.config import GatewayConfig
+from prefect_hpcviz.viz.gateway import end_notice, reconnect
 from prefect_hpcviz.viz.gateway.launch import SessionManager
+from prefect_hpcviz.viz.gateway.origin import OriginPolicy
 from prefect_hpcviz.viz.gateway.proxy import BackendUnavailable, ReverseProxy, build_target
 from prefect_hpcviz.viz.gateway.registry import FAILED, READY, STOPPED, Registry, Session, Visualization
 from prefect_hpcviz.viz.gateway.tokens import COOKIE, LINK, Signer, TokenError
+from prefect_hpcviz.viz.gateway.trust import Refused, Trust, parse_networks
 from prefect_hpcviz.viz.gateway.wslink_auth import HelloSecretInjector
 
 COOKIE_NAME = "hpcviz_auth"
 CONTROL = "__hpcviz__"
+USER = web.RequestKey("hpcviz_user", str)  # the signed-in user under single sign-on
+# Request headers the gateway sets itself (see _forward_headers): the client's own never pass.
+REPLACED_HEADERS = ("Cookie", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix")
 NEW_LINK_HINT = "Ask the person who shared it for a new link, or re-run the flow that published it."
 _new_link_hint = "ask the person who shared it for a new link, or re-run the flow that published it."
 
@@ -64,6 +77,8 @@ def wants_html(request: web.Request) -> bool:
 def split_raw_path(request: web.Request) -> tuple[str, str]:
     """(path after ``/s/<id>``, query), both still percent-encoded as the client sent them."""
     raw_path, _, raw_query = request.raw_path.partition("?")
+    if not raw_path.startswith("/"):  # absolute form, "GET http://host/s/<id>/... HTTP/1.1": the path part
+        raw_path = "/" + (raw_path.split("/", 3)[3:] or [""])[0]
     rest = raw_path.split("/", 3)  # "", "s", "<id>", "tail"
     return "/" + (rest[3] if len(rest) > 3 else ""), raw_query
 
@@ -84,12 +99,19 @@ class ViewerRoutes:
         self.signer = signer
         self.sessions = sessions
         self.proxy = proxy
+        self.trust = Trust(parse_networks(config.trusted_proxies), config.user_header)
+        self.origins = OriginPolicy(
+            config.public_base, config.allowed_origins, loopback_aliases=config.public_url is None
+        )
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v/{viz_id}", self.open_link)
         router.add_route("*", "/s/{viz_id}", self.add_slash)
         router.add_get(f"/s/{{viz_id}}/{CONTROL}/status", self.status)
         router.add_post(f"/s/{{viz_id}}/{CONTROL}/restart", self.restart)
+        router.add_get(f"/s/{{viz_id}}/{CONTROL}/logs", self.logs)
+        router.add_get(f"/s/{{viz_id}}/{CONTROL}/{reconnect.SCRIPT_NAME}", self.reconnect_script)
+        router.add_get(f"/s/{{viz_id}}/{CONTROL}/{end_notice.SCRIPT_NAME}", self.end_notice_script)
         router.add_route("*", "/s/{viz_id}/{tail:.*}", self.app)
 
     def app_path(self, viz_id: str) -> str:
@@ -104,6 +126,8 @@ class ViewerRoutes:
         )
 
     def _authorize(self, request: web.Request) -> Visualization | web.Response:
+        if self.trust.sso and (denied := self._sign_in(request)):
+            return denied
         viz_id = request.match_info["viz_id"]
         viz = self.registry.get_visualization(viz_id)
         if viz is None:
@@ -125,11 +149,35 @@ class ViewerRoutes:
         for value in values:
             try:
                 self.signer.verify(value, viz_id, kind=COOKIE)
-                return viz
             except TokenError:
                 continue
+            if self.trust.sso and (denied := self._not_theirs(request, viz)):
+                return denied
+            return viz
         return self._deny(
             request, 403, "Your access has expired", "Open the shared link again. " + NEW_LINK_HINT
+        )
+
+    def _sign_in(self, request: web.Request) -> web.Response | None:
+        """Single sign-on: note the user a trusted proxy names; refuse a claim from anywhere else."""
+        try:
+            request[USER] = self.trust.user(request)
+        except Refused as exc:
+            heading = "Sign in first" if exc.status == 401 else "Not accepted from your address"
+            return self._deny(request, exc.status, heading, f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+        return None
+
+    def _not_theirs(self, request: web.Request, viz: Visualization) -> web.Response | None:
+        """403 when the visualization's running session belongs to another signed-in user."""
+        session = self.sessions.current(viz.id)
+        if session is None or not session.active or session.user in (None, request[USER]):
+            return None
+        return self._deny(
+            request,
+            403,
+            "This 3D view is in use by another user",
+            "Its viz server was started by someone else and only they can reach it. "
+            "Try again when they have finished (idle sessions are stopped), or ask for your own copy.",
         )
 
     # ------------------------------------------------------------------ /v/
@@ -153,6 +201,8 @@ class ViewerRoutes:
             return pages.problem_page(
                 403, "This link cannot be used", f"{exc.reason[:1].upper()}{exc.reason[1:]}. {NEW_LINK_HINT}"
             )
+        if self.trust.sso and (denied := self._sign_in(request) or self._not_theirs(request, viz)):
+            return denied
         ttl = int(min(self.config.cookie_ttl_s, claims.expires_at - time.time()))
         cookie = self.signer.sign(viz_id, kind=COOKIE, ttl_s=ttl)
         response = web.Response(
@@ -170,7 +220,7 @@ class ViewerRoutes:
             max_age=ttl,
             httponly=True,
             samesite="Lax",
-            secure=self.config.secure_cookies,
+            secure=self.trust.https(request, self.config.secure_cookies),
         )
         return response
 
@@ -190,15 +240,46 @@ class ViewerRoutes:
             wait = min(max(float(request.query.get("wait", "0")), 0.0), 30.0)
         except ValueError:
             wait = 0.0
-        status = await self.sessions.wait_for_change(viz.id, request.query.get("since"), wait)
+        status = await self.sessions.wait_for_change(
+            viz.id, request.query.get("since"), wait, phase=request.query.get("phase")
+        )
         return web.json_response(status, headers={"Cache-Control": "no-store"})
+
+    async def logs(self, request: web.Request) -> web.Response:
+        """The last lines (``?lines=N``, at most 2000) of the current viz server job's output, as text."""
+        viz = self._authorize(request)
+        if isinstance(viz, web.Response):
+            return viz
+        try:
+            lines = min(max(int(request.query.get("lines", "200")), 1), 2000)
+        except ValueError:
+            lines = 200
+        session = self.sessions.current(viz.id)
+        text = await self.sessions.job_logs(session.id, lines) if session is not None else ""
+        return web.Response(
+            text=text, content_type="text/plain", headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        )
+
+    async def reconnect_script(self, request: web.Request) -> web.Response:
+        """The script the app's page loads to come back after its websocket dropped."""
+        viz = self._authorize(request)
+        if isinstance(viz, web.Response):
+            return viz
+        return reconnect.script_response()
+
+    async def end_notice_script(self, request: web.Request) -> web.Response:
+        """The script the app's page loads to say when its session ends, and why it ended."""
+        viz = self._authorize(request)
+        if isinstance(viz, web.Response):
+            return viz
+        return end_notice.script_response()
 
     async def restart(self, request: web.Request) -> web.Response:
         """Stop the current viz server and start a new one."""
         viz = self._authorize(request)
         if isinstance(viz, web.Response):
             return viz
-        await self.sessions.restart(viz)
+        await self.sessions.restart(viz, request.get(USER))
         if "application/json" in request.headers.get("Accept", ""):
             return web.json_response(self.sessions.status(viz.id), status=202)
         return web.Response(
@@ -223,7 +304,7 @@ class ViewerRoutes:
                 session.state == FAILED or (session.state == STOPPED and session.ask_restart)
             ):  # say what happened; "Start again" launches a new one
                 return self._ended_response(request, viz, session, tail)
-            self.sessions.ensure(viz)
+            self.sessions.ensure(viz, request.get(USER))
             status = await self._settle(viz.id, self.config.hold_first_page_s)
             session = self.sessions.current(viz.id)
             if session is not None and session.state == READY:
@@ -257,24 +338,37 @@ class ViewerRoutes:
         headers = self._forward_headers(request, viz.id)
         touch = lambda: self.sessions.touch(sid)  # noqa: E731
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not self.origins.allows(origin := request.headers.get("Origin")):
+                return self._foreign_origin(origin)  # before any backend connection (see origin.py)
             return await self.proxy.websocket(
                 request,
                 target,
                 extra_headers=headers,
-                drop_request_headers=("Cookie",),
+                drop_request_headers=REPLACED_HEADERS,
                 transform=HelloSecretInjector(session.secret),
                 on_activity=touch,
                 on_open=lambda ws: self.sessions.socket_opened(sid, ws),
                 on_close=lambda ws: self.sessions.socket_closed(sid, ws),
             )
+        if tail in ("/", "/index.html") and request.method == "GET" and wants_html(request):
+            touch()  # the app's page: the reconnect and end notice scripts go in
+            scripts = [f"{CONTROL}/{reconnect.SCRIPT_NAME}", f"{CONTROL}/{end_notice.SCRIPT_NAME}"]
+            return await reconnect.fetch_page(request, target, headers, scripts, COOKIE_NAME)
         return await self.proxy.http(
             request,
             target,
             extra_headers=headers,
-            drop_request_headers=("Cookie",),
+            drop_request_headers=REPLACED_HEADERS,
             drop_set_cookie=lambda value: value.split("=", 1)[0].strip() == COOKIE_NAME,
             on_activity=touch,
         )
+
+    def _foreign_origin(self, origin: str | None) -> web.Response:
+        message = (
+            f"websocket from origin {origin!r} refused: only pages of {self.config.public_base} "
+            "(and the gateway's allowed_origins) may connect"
+        )
+        return web.json_response({"error": message}, status=403, headers={"Cache-Control": "no-store"})
 
     def _forward_headers(self, request: web.Request, viz_id: str) -> dict[str, Any]:
         headers = {}
@@ -284,7 +378,7 @@ class ViewerRoutes:
         remote = request.remote or ""
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
-        headers["X-Forwarded-Proto"] = "https" if self.config.secure_cookies else request.scheme
+        headers["X-Forwarded-Proto"] = "https" if self.trust.https(request, self.config.secure_cookies) else "http"
         headers["X-Forwarded-Host"] = request.host
         headers["X-Forwarded-Prefix"] = self.app_path(viz_id).rstrip("/")
         return headers
