@@ -2,8 +2,10 @@
 
     hpcviz demo                           synthetic simulation -> flow -> link; serves until Ctrl-C
     hpcviz visualize SOURCE [--recipe R]  the same for your data
+    hpcviz reduce SOURCE --recipe R --out DIR [--workers N]   the reduction alone, prints a summary
     hpcviz gateway [options]              run the gateway
     hpcviz serve --app A --data D         what a viz server job runs on the compute node
+    hpcviz deploy --catalog C --gateway-block G   nightly canned views + culling on a Prefect server
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from prefect_hpcviz.deployments import deploy
+
+    created = deploy(args.catalog, args.gateway_block, pool=args.pool, prefect_file=args.prefect_file)
+    print("Created on the Prefect server: " + ", ".join(created), flush=True)
+    print(f"Start a worker where the data and the gateway are reachable:\n  prefect worker start --pool {args.pool}",
+          flush=True)
+    return 0
+
+
 def _passthrough(command: str, argv: list[str]) -> int:
     """`hpcviz gateway ...` and `hpcviz serve ...` are the engine's own commands."""
     try:
@@ -118,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("source", metavar="SOURCE", help="the dataset to visualize")
     _add_run_options(visualize)
     visualize.set_defaults(func=cmd_visualize)
+
+    from prefect_hpcviz.cli.reduce import add_parser as add_reduce_parser
+
+    add_reduce_parser(commands)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="schedule nightly canned-view regeneration and idle-session culling on a Prefect server",
+        description=(
+            "Create the `process` work pool (if missing) and the deployments of deployments/prefect.yaml "
+            "on the Prefect server PREFECT_API_URL names: regenerate-canned/nightly (02:00 UTC) and "
+            "cull-idle-sessions/every-5-minutes. Same as `prefect deploy --all --prefect-file "
+            "deployments/prefect.yaml` with HPCVIZ_CATALOG, HPCVIZ_GATEWAY_BLOCK and HPCVIZ_WORK_POOL set."
+        ),
+    )
+    deploy.add_argument("--catalog", required=True, metavar="FILE", help="the catalog of canned visualizations (YAML)")
+    deploy.add_argument("--gateway-block", required=True, metavar="NAME", help="name of a saved VizGateway block")
+    deploy.add_argument("--pool", default="hpcviz-process", metavar="NAME", help="process work pool (default: hpcviz-process)")
+    deploy.add_argument("--prefect-file", metavar="FILE", default=None, help="another prefect.yaml (default: the packaged one)")
+    deploy.set_defaults(func=cmd_deploy)
 
     commands.add_parser(
         "gateway",

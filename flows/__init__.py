@@ -12,6 +12,9 @@ thumbnail, register with the gateway and publish the link::
         visualize_simulation(output, recipe="recipes/overview.yaml")
 """
 
+from prefect_hpcviz.flows.browse import browse_datasets
+from prefect_hpcviz.flows.canned import regenerate_canned
+from prefect_hpcviz.flows.cull import cull_idle_sessions
 from prefect_hpcviz.flows.visualize import visualize_simulation
 
-__all__ = ["visualize_simulation"]
+__all__ = ["browse_datasets", "cull_idle_sessions", "regenerate_canned", "visualize_simulation"]

@@ -6,7 +6,15 @@ from typing import Any
 
 from prefect import flow
 
-from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
+from prefect_hpcviz.blocks import (
+    AzureBatchDaskCluster,
+    AzureBatchLauncher,
+    LocalDaskCluster,
+    LocalLauncher,
+    SlurmDaskCluster,
+    SlurmLauncher,
+    VizGateway,
+)
 from prefect_hpcviz.tasks import (
     Publication,
     publish_visualization,
@@ -22,8 +30,8 @@ def visualize_simulation(
     recipe: Any = None,
     title: str | None = None,
     out_dir: str | None = None,
-    cluster: LocalDaskCluster | None = None,
-    launcher: LocalLauncher | None = None,
+    cluster: LocalDaskCluster | SlurmDaskCluster | AzureBatchDaskCluster | None = None,
+    launcher: LocalLauncher | SlurmLauncher | AzureBatchLauncher | None = None,
     gateway: VizGateway | None = None,
     warm: bool = False,
 ) -> Publication:

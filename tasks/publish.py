@@ -7,8 +7,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from prefect_hpcviz.blocks.azure import AzureBatchLauncher
 from prefect_hpcviz.blocks.gateway import VizGateway
-from prefect_hpcviz.blocks.launchers import LocalLauncher
+from prefect_hpcviz.blocks.launchers import LocalLauncher, SlurmLauncher
 from prefect_hpcviz.tasks.artifacts import VizArtifacts, create_viz_artifacts
 from prefect_hpcviz.viz.datasets import DatasetSummary
 from prefect_hpcviz.viz.reduce import ReducedDataset
@@ -34,7 +35,7 @@ def publish_visualization(
     thumbnail: bytes,
     title: str | None = None,
     gateway: VizGateway | None = None,
-    launcher: LocalLauncher | None = None,
+    launcher: LocalLauncher | SlurmLauncher | AzureBatchLauncher | None = None,
     app: str = "explorer",
     warm: bool = False,
     artifact_key: str | None = None,

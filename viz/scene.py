@@ -129,6 +129,9 @@ class Scene:
         fields: the point fields offered (name, components, range).
         time_values: one time value per step.
         step, field, cmap, contour_value: what is shown now.
+        scalar_range: the colour range, or None for the field's whole range.
+        extra_contours: iso-values drawn besides ``contour_value`` (a view
+            preset's further contour values; the slider moves only the first).
     """
 
     def __init__(
@@ -148,6 +151,8 @@ class Scene:
         self.fields: list[ViewField] = _view_fields(data)
         self.layers: list[ViewLayer] = _view_layers(data) if self.reduced else []
         self._volumes: OrderedDict[int, pv.DataSet] = OrderedDict()
+        self.scalar_range: tuple[float, float] | None = None
+        self.extra_contours: tuple[float, ...] = ()
 
         self.step = self._check_step(step)
         self.field = self._check_field(field) if field else self._default_field()
@@ -235,6 +240,7 @@ class Scene:
             self.field = self._check_field(field)
             if contour_value is None:
                 contour_value = self._middle(self.field)
+            self.scalar_range, self.extra_contours = None, ()  # they were the old field's
             new_volume = True
         if contour_value is not None:
             self.contour_value = float(contour_value)
@@ -291,7 +297,7 @@ class Scene:
     def _refresh(self, *, volume: bool) -> None:
         vol = self.volume(self.step)
         info = self.field_info()
-        lo, hi = info.range if info else (0.0, 1.0)
+        lo, hi = self.scalar_range or (info.range if info else (0.0, 1.0))
         self.lut.scalar_range = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
         self.scalar_bar.SetTitle(self.field or " ")
         self.scalar_bar.SetVisibility(info is not None)
@@ -311,7 +317,7 @@ class Scene:
         scalars = _scalar_array(vol, self.field)
         method = "flying_edges" if isinstance(vol, pv.ImageData) else "contour"
         surface = vol.contour(
-            [self.contour_value],
+            [self.contour_value, *self.extra_contours],
             scalars=scalars,
             compute_normals=isinstance(vol, pv.ImageData),
             method=method,
@@ -431,7 +437,9 @@ def _view_layers(data: Any) -> list[ViewLayer]:
 def _read_layer(layer: ViewLayer, step: int) -> pv.DataSet:
     if step >= len(layer.files):
         return pv.PolyData()
-    return pv.read(layer.files[step])
+    from prefect_hpcviz.viz.reduce.result import read_layer  # .vtp, .vtkhdf or a .pvtp in pieces
+
+    return read_layer(layer.files[step])
 
 
 def _scalar_array(mesh: pv.DataSet, field: str) -> str:

@@ -18,6 +18,7 @@ import pyvista as pv  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from prefect_hpcviz.viz.scene import build_scene, load_view_data  # noqa: E402
+from prefect_hpcviz.viz.view_preset import ViewPreset, apply_view  # noqa: E402
 
 
 def render_thumbnail(
@@ -27,6 +28,7 @@ def render_thumbnail(
     step: int = 0,
     field: str | None = None,
     cmap: str = "viridis",
+    view: Any = None,
 ) -> bytes:
     """Render the first view of a dataset to PNG bytes, offscreen.
 
@@ -40,6 +42,8 @@ def render_thumbnail(
         step: time step index.
         field: field to colour and contour by (default: the first scalar).
         cmap: colormap name.
+        view: a ``ViewPreset`` (or its dict) applied after the above, so the
+            thumbnail shows what the app opens with the same preset.
 
     Returns:
         The PNG file's bytes.
@@ -57,7 +61,10 @@ def render_thumbnail(
     width, height = (int(v) for v in size)
     plotter = pv.Plotter(off_screen=True, window_size=(width, height))
     try:
-        build_scene(plotter, data, step=step, field=field, cmap=cmap)
+        scene = build_scene(plotter, data, step=step, field=field, cmap=cmap)
+        if view is not None:
+            preset = view if isinstance(view, ViewPreset) else ViewPreset.from_dict(view)
+            apply_view(scene, preset)
         pixels = plotter.screenshot(return_img=True, transparent_background=False)
     finally:
         plotter.close()

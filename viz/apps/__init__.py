@@ -11,7 +11,7 @@ keyword arguments.
 
 Example:
     >>> sorted(APPS)
-    ['explorer']
+    ['explorer', 'first-look']
     >>> app = get_app_factory("explorer")("out/reduced/3f2a9c0d41b7e8aa")
 """
 
@@ -25,6 +25,7 @@ from prefect_hpcviz.viz.errors import InputError
 
 APPS: dict[str, str] = {
     "explorer": "prefect_hpcviz.viz.apps.explorer",
+    "first-look": "prefect_hpcviz.viz.apps.first_look",
 }
 """App name -> module holding its ``create_app``."""
 
