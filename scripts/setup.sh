@@ -12,6 +12,12 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libxrender1 libx11-6 libxext6 libxt6 libgomp1 chromium fonts-dejavu-core curl)
+# sshd for the Slurm backend's ssh test (a local command node on 127.0.0.1).
+APT_PACKAGES+=(openssh-server)
+# nginx runs the README's TLS proxy config in front of the gateway (tests/test_gateway_nginx.py).
+APT_PACKAGES+=(nginx-light openssl)
+# Node/npm run Azurite, the Azure Blob emulator of the azurite tests.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -37,6 +43,11 @@ stamp=.venv/.hpcviz-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing prefect-hpcviz and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,azure,slurm]"
   touch "$stamp"
+fi
+# Azurite (Azure Blob emulator) for the azurite tests, into git-ignored .bench/.
+if [ ! -x .bench/node_modules/.bin/azurite-blob ]; then
+  echo "setup: installing azurite into .bench/"
+  npm install --prefix .bench --no-audit --no-fund --silent azurite
 fi

@@ -119,3 +119,143 @@ def chromium_browser():
         )
         yield browser
         browser.close()
+
+
+# --- Azurite: the Azure Blob emulator (npm `azurite`, see scripts/setup.sh) ---
+
+AZURITE_BLOB = Path(__file__).resolve().parents[1] / ".bench" / "node_modules" / ".bin" / "azurite-blob"
+
+
+class AzuriteBlob:
+    """A running Azurite blob service with the emulator's well-known account.
+
+    Example:
+        def test_upload(azurite):
+            import fsspec
+            fs = fsspec.filesystem("az", **azurite.storage_options)
+            container = azurite.new_container()
+            fs.pipe(f"{container}/a.txt", b"hello")
+            assert fs.cat(f"az://{container}/a.txt") == b"hello"
+    """
+
+    account_name = "devstoreaccount1"
+    # Azurite's fixed, public development key (documented by Microsoft; not a secret).
+    account_key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+    def __init__(self, port: int):
+        self.port = port
+        self.blob_endpoint = f"http://127.0.0.1:{port}/{self.account_name}"
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={self.account_name};"
+            f"AccountKey={self.account_key};BlobEndpoint={self.blob_endpoint};"
+        )
+        self._containers = 0
+
+    @property
+    def storage_options(self) -> dict:
+        """Keyword arguments for adlfs / fsspec ``az://`` URLs."""
+        return {"connection_string": self.connection_string}
+
+    def new_container(self, prefix: str = "test") -> str:
+        """Create an empty container with a name unique in this session and return it."""
+        from azure.storage.blob import BlobServiceClient
+
+        self._containers += 1
+        name = f"{prefix}-{os.getpid()}-{self._containers}"
+        BlobServiceClient.from_connection_string(self.connection_string).create_container(name)
+        return name
+
+
+def _close_adlfs_clients() -> None:
+    """Run adlfs' client finalizers now, while fsspec's event loop still runs.
+
+    Left to interpreter exit they find the loop stopped and print
+    "RuntimeError: Loop is not running" after the test summary.
+    """
+    import gc
+    import weakref
+
+    try:
+        import adlfs
+    except ImportError:
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, weakref.finalize) and obj.alive:
+            target = obj.peek()
+            if target and isinstance(target[0], adlfs.AzureBlobFileSystem):
+                try:
+                    obj()  # unregisters the finalizer even when it raises
+                except RuntimeError:  # its loop (e.g. zarr's) is already gone: nothing left to close
+                    pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def azurite(session_dir: Path):
+    """Azurite's blob service on a free port for the whole session; stopped at the end."""
+    import importlib.util
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    require(shutil.which("node") is not None, "Node.js", "apt-get install nodejs npm (scripts/setup.sh does)")
+    require(AZURITE_BLOB.exists(), "Azurite", "npm install --prefix .bench azurite (scripts/setup.sh does)")
+    require(importlib.util.find_spec("adlfs") is not None, "adlfs", "pip install -e '.[azure]' (scripts/setup.sh does)")
+
+    workspace = Path(tempfile.mkdtemp(prefix="azurite-", dir=session_dir))
+    port = _free_port()
+    log = open(workspace / "azurite.log", "wb")
+    process = subprocess.Popen(
+        [str(AZURITE_BLOB), "--skipApiVersionCheck", "--disableTelemetry", "--silent", "--blobHost", "127.0.0.1",
+         "--blobPort", str(port), "--location", str(workspace)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"azurite-blob exited with {process.returncode}: {(workspace / 'azurite.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"azurite-blob did not listen on port {port} within 60 s")
+                time.sleep(0.05)  # poll interval, not a readiness guess
+        yield AzuriteBlob(port)
+    finally:
+        _close_adlfs_clients()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict:
+    """The real one-node Slurm of ``../shared/ci/start-slurm.sh``: partition, node, CPUs, RealMemory (MB)."""
+    import shutil
+    import subprocess
+
+    answer = ""
+    if shutil.which("sinfo"):
+        try:
+            answer = subprocess.run(
+                ["sinfo", "-h", "-o", "%P|%N|%T|%c|%m"], capture_output=True, text=True, timeout=20
+            ).stdout.strip()
+        except subprocess.TimeoutExpired:
+            answer = ""
+    require(bool(answer), "Slurm", "run `bash ../shared/ci/start-slurm.sh` as root (.ci/run does)")
+    partition, node, _state, cpus, memory = answer.splitlines()[0].split("|")
+    return {"partition": partition.rstrip("*"), "node": node, "cpus": int(cpus), "memory_mb": int(memory)}
