@@ -90,15 +90,7 @@ class Dataset(ABC):
             >>> grid["pressure"].dtype                              # doctest: +SKIP
             dtype('float32')
         """
-        try:
-            index = operator.index(step)
-        except TypeError:
-            raise InputError(self.source, f"time step {step!r} is not an integer",
-                             f"use a step between 0 and {self.n_steps - 1}") from None
-        if not 0 <= index < self.n_steps:
-            raise InputError(self.source, f"time step {index} is out of range (it has {self.n_steps} "
-                             f"time step{'s' if self.n_steps != 1 else ''})",
-                             f"use a step between 0 and {self.n_steps - 1}")
+        index = self._check_step(step)
         wanted = None
         if fields is not None:
             available = self.field_names()

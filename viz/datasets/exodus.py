@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import pyvista
 from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
-from vtkmodules.vtkFiltersCore import vtkAppendFilter
 from vtkmodules.vtkIOExodus import vtkExodusIIReader
 
 from ..errors import InputError
 from .base import Dataset
 from .location import FileStamp, Location
+from .multiblock import merge_blocks
 from .vtk_errors import ErrorCollector
 
 _FIX = "re-export it, or check that the file was copied completely"
@@ -78,15 +78,7 @@ class ExodusDataset(Dataset):
         if errors.messages or output is None:
             raise InputError(self.source, f"truncated or not an Exodus II file ({errors.first() or 'no output'})",
                              _FIX)
-        append = vtkAppendFilter()
-        iterator = output.NewIterator()
-        iterator.InitTraversal()
-        while not iterator.IsDoneWithTraversal():
-            append.AddInputData(iterator.GetCurrentDataObject())
-            iterator.GoToNextItem()
-        append.Update()
-        mesh = pyvista.wrap(append.GetOutput())
-        mesh.field_data.clear()
+        mesh = merge_blocks(output)
         missing = [n for n in self._points if (fields is None or n in fields) and n not in mesh.point_data]
         missing += [n for n in self._cells if (fields is None or n in fields) and n not in mesh.cell_data]
         if missing or errors.messages:

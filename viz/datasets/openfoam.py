@@ -23,12 +23,12 @@ import os
 import re
 
 import pyvista
-from vtkmodules.vtkFiltersCore import vtkAppendFilter
 from vtkmodules.vtkIOParallel import vtkPOpenFOAMReader
 
 from ..errors import InputError
 from .base import Dataset
 from .location import FileStamp, Location
+from .multiblock import merge_blocks
 from .vtk_errors import ErrorCollector, captured_vtk_output
 
 _FIX = "check that the case was written (or copied) completely"
@@ -102,15 +102,7 @@ class OpenFoamDataset(Dataset):
         if errors.messages or output is None:
             raise InputError(self.source, f"time {self.time_names[step]} cannot be read "
                              f"({errors.first() or 'no output'})", _FIX)
-        append = vtkAppendFilter()
-        iterator = output.NewIterator()
-        iterator.InitTraversal()
-        while not iterator.IsDoneWithTraversal():
-            append.AddInputData(iterator.GetCurrentDataObject())
-            iterator.GoToNextItem()
-        append.Update()
-        mesh = pyvista.wrap(append.GetOutput())
-        mesh.field_data.clear()
+        mesh = merge_blocks(output)
         for name in wanted:
             if name not in mesh.cell_data:
                 raise InputError(self.location.child(f"{self.time_names[step]}/{name}").url,
