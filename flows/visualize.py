@@ -34,6 +34,8 @@ def visualize_simulation(
     launcher: LocalLauncher | SlurmLauncher | AzureBatchLauncher | None = None,
     gateway: VizGateway | None = None,
     warm: bool = False,
+    copy_to: str | None = None,
+    copy_storage_options: dict[str, Any] | None = None,
 ) -> Publication:
     """Reduce ``source`` on Dask and publish a link to an interactive 3D view.
 
@@ -53,13 +55,18 @@ def visualize_simulation(
         gateway: the gateway that hands out the link (from the environment
             when empty, as ``hpcviz visualize`` sets it).
         warm: start the viz server now instead of on the first click.
+        copy_to: also copy the reduced data to this fsspec URL
+            (``az://container/prefix``; see ``reduce_dataset``); the copy's
+            URL is in the summary table.
+        copy_storage_options: fsspec options (credentials) for ``copy_to``.
 
     Example:
         >>> publication = visualize_simulation("run/output.pvd", recipe="overview.yaml")
         >>> print(publication.link)
     """
     summary = summarize_dataset(source)
-    reduced = reduce_dataset(source, recipe, summary=summary, out_dir=out_dir, cluster=cluster)
+    reduced = reduce_dataset(source, recipe, summary=summary, out_dir=out_dir, cluster=cluster,
+                             copy_to=copy_to, copy_storage_options=copy_storage_options)
     thumbnail = render_thumbnail(reduced)
     return publish_visualization(
         reduced,

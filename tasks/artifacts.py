@@ -74,6 +74,8 @@ def summary_rows(summary: DatasetSummary, reduced: ReducedDataset) -> list[dict[
         },
         {"property": "layers", "value": ", ".join(layer.name for layer in reduced.layers) or "none"},
     ]
+    if reduced.remote_url:
+        rows.append({"property": "reduced data copied to", "value": reduced.remote_url})
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from prefect_hpcviz.tasks.retry import unless_bad_input
 from prefect_hpcviz.viz import reduce as engine
 from prefect_hpcviz.viz.datasets import DatasetSummary, summarize
 from prefect_hpcviz.viz.paths import hpcviz_home
+from prefect_hpcviz.viz.reduce.remote_copy import copy_reduced
 
 
 def resolve_recipe(recipe: Any, summary: DatasetSummary) -> engine.Recipe:
@@ -38,6 +40,8 @@ def reduce_dataset(
     summary: DatasetSummary | None = None,
     out_dir: str | None = None,
     cluster: LocalDaskCluster | SlurmDaskCluster | AzureBatchDaskCluster | None = None,
+    copy_to: str | None = None,
+    copy_storage_options: dict[str, Any] | None = None,
 ) -> engine.ReducedDataset:
     """Run a reduction recipe over ``source`` as a Dask graph.
 
@@ -53,6 +57,12 @@ def reduce_dataset(
         summary: the dataset's summary, if already known (saves a read).
         out_dir: where reduced data goes; ``$HPCVIZ_HOME/reduced`` by default.
         cluster: where the graph runs; a LocalDaskCluster by default.
+        copy_to: an fsspec URL (``az://container/prefix``) to copy the result
+            to, as ``<copy_to>/<cache key>/`` with manifest.json written last;
+            a complete copy already there is not uploaded again. Its URL is
+            the result's ``remote_url``.
+        copy_storage_options: fsspec options for ``copy_to`` (credentials,
+            endpoint); the environment's credentials when empty.
 
     Example:
         >>> reduced = reduce_dataset("run/output.pvd", "recipes/light.yaml",
@@ -76,4 +86,7 @@ def reduce_dataset(
         reduced.seconds,
         reduced.path,
     )
+    if copy_to:
+        reduced = replace(reduced, remote_url=copy_reduced(reduced, copy_to, copy_storage_options))
+        logger.info("copied the reduced data to %s", reduced.remote_url)
     return reduced

@@ -65,6 +65,8 @@ class ReducedDataset:
         fields: fields of the reduced volume, ranges over all kept steps.
         bytes_in, bytes_out, seconds: input bytes of the kept steps, bytes
             written, wall time of the reduction.
+        remote_url: where :func:`~.remote_copy.copy_reduced` copied it
+            (``az://container/prefix/<key>/``), if it was copied.
 
     Example:
         >>> data = ReducedDataset.load("reduced/3f2a9c0d1b7e4a55")  # doctest: +SKIP
@@ -82,6 +84,7 @@ class ReducedDataset:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    remote_url: str | None = None
 
     @property
     def key(self) -> str:
