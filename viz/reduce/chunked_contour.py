@@ -161,7 +161,7 @@ def chunk_cell_boxes(data: Any) -> dict[tuple[int, int, int], list[Box]]:
         >>> [len(boxes) for boxes in chunk_cell_boxes(da.zeros((8, 8, 4), chunks=4)).values()]
         [3, 2, 2, 1]
     """
-    grid = data.to_delayed()
+    grid = data.to_delayed(optimize_graph=False)  # the same chunk tasks as every other step: one read each
     grid = grid.reshape(grid.shape[:3])
     edges = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in data.chunks[:3]]
     nz, ny, nx = data.shape[:3]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import dask
-import dask.array as da
+import dask.array as da  # noqa: F401 (doctest)
 import numpy as np
 import pyvista as pv
 
@@ -179,7 +179,7 @@ def plane_from_chunks(data: Any, axis: int, index: int) -> Any:
     """
     edges = np.concatenate([[0], np.cumsum(data.chunks[axis])])
     k = int(np.searchsorted(edges, index, side="right") - 1)
-    grid = data.to_delayed()
+    grid = data.to_delayed(optimize_graph=False)  # shares the chunk reads with other steps
     layer = np.take(grid, [k], axis=axis)
     pieces = [dask.delayed(_take_plane, pure=True)(chunk, axis, index - int(edges[k])) for chunk in layer.flat]
     return dask.delayed(_assemble, pure=True)(pieces, layer.shape)

@@ -147,7 +147,7 @@ def _statistics_outputs(volumes: dict[str, ChunkedVolume], spec: Any, position: 
     outputs = []
     for name in spec.fields or list(volumes):
         data = volumes[name].data
-        blocks = data.to_delayed().ravel().tolist()
+        blocks = data.to_delayed(optimize_graph=False).ravel().tolist()
         moments = dask.delayed(statistics.combine_moments, pure=True)(
             [dask.delayed(statistics.block_moments, pure=True)(b) for b in blocks])
         if spec.range is not None:
@@ -190,7 +190,7 @@ def _volume_outputs(plan: ReducePlan, volumes: dict[str, ChunkedVolume], positio
     outputs = []
     for name, volume in volumes.items():
         data = volume.data.astype(np.float32) if volume.data.dtype == np.float16 else volume.data
-        blocks = data.to_delayed().reshape(-1)
+        blocks = data.to_delayed(optimize_graph=False).reshape(-1)  # unfused: chunk reads shared
         for block, (z0, _, y0, _, x0, _) in zip(blocks, block_starts(data.chunks)):
             outputs.append(dask.delayed(_write_block_after, pure=True)(
                 created, layout, name, block, (z0, y0, x0), position))
