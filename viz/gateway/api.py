@@ -26,6 +26,7 @@ from prefect_hpcviz.viz.gateway.config import GatewayConfig
 from prefect_hpcviz.viz.gateway.launch import (
     ReadyRejected,
     SessionManager,
+    log_lines,
     normalize_launcher,
 )
 from prefect_hpcviz.viz.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -330,7 +331,7 @@ class ApiRoutes:
         if self.registry.get_session(session_id) is None:
             return _error(404, f"no session {session_id!r}")
         try:
-            lines = min(max(int(request.query.get("lines", "200")), 1), 2000)
+            lines = log_lines(request.query.get("lines"))
         except ValueError:
             return _error(400, "lines must be a whole number, e.g. ?lines=200")
         text = await self.sessions.job_logs(session_id, lines)

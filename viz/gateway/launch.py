@@ -49,6 +49,16 @@ GATEWAY_OPTIONS = ("command", "reverse")
 PLACEHOLDERS = ("python", "app", "data", "report_url", "idle_timeout", "session_id", "viz_id")
 LOG_TAIL_LINES = 60
 
+
+def log_lines(raw: str | None, default: int = 200, most: int = 2000) -> int:
+    """How many log lines a ``?lines=N`` asks for, clamped to 1..``most``; ValueError if not a number.
+
+    Example:
+        >>> log_lines("5000"), log_lines(None), log_lines("0")
+        (2000, 200, 1)
+    """
+    return min(max(int(raw if raw is not None else default), 1), most)
+
 MESSAGES = {
     "none": "No viz server is running.",
     QUEUED: "Waiting for a node to run the viz server…",

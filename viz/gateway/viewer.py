@@ -26,7 +26,7 @@ from aiohttp import web
 from prefect_hpcviz.viz.gateway import pages
 from prefect_hpcviz.viz.gateway.config import GatewayConfig
 from prefect_hpcviz.viz.gateway import end_notice, reconnect
-from prefect_hpcviz.viz.gateway.launch import SessionManager
+from prefect_hpcviz.viz.gateway.launch import SessionManager, log_lines
 from prefect_hpcviz.viz.gateway.origin import OriginPolicy
 from prefect_hpcviz.viz.gateway.proxy import BackendUnavailable, ReverseProxy, build_target
 from prefect_hpcviz.viz.gateway.registry import FAILED, READY, STOPPED, Registry, Session, Visualization
@@ -251,7 +251,7 @@ class ViewerRoutes:
         if isinstance(viz, web.Response):
             return viz
         try:
-            lines = min(max(int(request.query.get("lines", "200")), 1), 2000)
+            lines = log_lines(request.query.get("lines"))
         except ValueError:
             lines = 200
         session = self.sessions.current(viz.id)
