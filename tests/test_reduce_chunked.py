@@ -107,6 +107,39 @@ def test_isosurface_pieces_merged_on_their_shared_planes_equal_the_whole_volume_
     assert cleaned.n_points == reference.n_points and boundary_edges(cleaned) == boundary_edges(reference)
 
 
+def test_an_isosurface_holds_a_few_chunks_at_a_time_not_the_volume():
+    """A seam slab cut as a *view* of a chunk's face kept the whole chunk alive until the seam ran:
+    at 1024^3 a worker held 3.8 GB of a 4 GiB volume. Every chunk is watched through a weak
+    reference while a 125-chunk volume is contoured; only a few may be alive at any time."""
+    import weakref
+
+    from dask.callbacks import Callback
+
+    chunks: list[weakref.ref] = []
+
+    def sphere(_, block_info=None):
+        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        z, y, x = np.meshgrid(np.arange(z0, z1), np.arange(y0, y1), np.arange(x0, x1), indexing="ij")
+        block = (np.sqrt((x - 80.0) ** 2 + (y - 80.0) ** 2 + (z - 80.0) ** 2) / 40.0).astype(np.float32)
+        chunks.append(weakref.ref(block))
+        return block
+
+    most_alive = 0
+
+    class WatchChunks(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            nonlocal most_alive
+            most_alive = max(most_alive, sum(ref() is not None for ref in chunks))
+
+    data = da.empty((160, 160, 160), chunks=32, dtype=np.float32).map_blocks(sphere, dtype=np.float32)
+    volume = ChunkedVolume("f", data, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    with WatchChunks():
+        pieces = dask.compute(*contour_pieces(volume, [1.0, 1.9]), scheduler="sync")
+    assert len(chunks) == data.npartitions == 125  # each chunk made once
+    assert sum(p.n_cells for p in pieces) > 10_000  # a real surface through most chunks
+    assert most_alive <= 8, f"{most_alive} of {data.npartitions} chunks alive at once"
+
+
 def test_a_big_isosurface_is_written_in_pieces_listed_by_a_pvtp_that_merges_watertight(
         dask_client, zarr_store, tmp_path, monkeypatch):
     monkeypatch.setattr(chunked_contour, "PIECE_BYTES", 3 * 40_000)  # a few chunks per piece

@@ -98,7 +98,8 @@ def block_starts(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, int, in
 
 
 def _take(chunk: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
-    return np.ascontiguousarray(chunk[box])
+    """A copy of ``chunk[box]``, never a view: a view would keep the whole chunk alive until the seam is merged."""
+    return np.array(chunk[box], order="C", copy=True)
 
 
 def _assemble(pieces: list[np.ndarray], grid_shape: tuple[int, int, int]) -> np.ndarray:
