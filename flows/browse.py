@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from prefect_hpcviz.blocks import LocalLauncher, VizGateway
+from prefect_hpcviz.blocks.blob_credentials import BlobCredentials, blob_storage_options
 from prefect_hpcviz.flows.canned import resolve_gateway
 from prefect_hpcviz.tasks.retry import unless_bad_input
 from prefect_hpcviz.viz.browse import DatasetListing, list_datasets
@@ -27,9 +28,11 @@ FIRST_LOOK_APP = "first-look"
 
 @task(name="list-datasets", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=unless_bad_input)
-def list_datasets_task(location: str, storage_options: dict[str, Any] | None = None) -> list[DatasetListing]:
-    """Every dataset under ``location`` (see ``viz/browse.py``)."""
-    return list_datasets(location, storage_options=storage_options)
+def list_datasets_task(
+    location: str, storage_options: dict[str, Any] | None = None, storage_credentials: BlobCredentials | None = None
+) -> list[DatasetListing]:
+    """Every dataset under ``location`` (see ``viz/browse.py``), read with ``storage_options`` or the block's."""
+    return list_datasets(location, storage_options=storage_options or blob_storage_options(storage_credentials))
 
 
 @task(name="register-dataset-links", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
@@ -84,6 +87,7 @@ def browse_datasets(
     storage_options: dict[str, Any] | None = None,
     gateway: VizGateway | str | None = None,
     launcher: LocalLauncher | None = None,
+    storage_credentials: BlobCredentials | None = None,
 ) -> list[DatasetListing]:
     """List the datasets under ``location`` as a table and as "visualize" links.
 
@@ -94,6 +98,10 @@ def browse_datasets(
             credentials (``AZURE_STORAGE_CONNECTION_STRING``, ...), never these.
         gateway: a VizGateway block, the name of a saved one, or None for the environment's.
         launcher: where the viz servers run when a link is opened.
+        storage_credentials: for a container in Azure Blob, prefect-azure's
+            AzureBlobStorageCredentials block or the name of a saved one (used
+            when ``storage_options`` is empty; keys stay out of the run's
+            parameters, unlike ``storage_options``).
 
     Returns:
         The datasets found, sorted by name.
@@ -103,7 +111,7 @@ def browse_datasets(
         >>> [(d.name, d.format, d.time_steps) for d in datasets]
         [('2026-11-21/simulation.pvd', 'pvd', 6)]
     """
-    datasets = list_datasets_task(location, storage_options)
+    datasets = list_datasets_task(location, storage_options, storage_credentials)
     links = register_links(datasets, resolve_gateway(gateway), launcher)
     key = f"hpcviz-datasets-{slugify(location)}"[:56].rstrip("-")
     create_table_artifact(browse_table(datasets), key=key, description=f"Datasets in {location}")

@@ -31,6 +31,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed, State
 
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
+from prefect_hpcviz.blocks.blob_credentials import BlobCredentials, blob_storage_options, is_blob_url
 from prefect_hpcviz.tasks.canned import (
     CannedView,
     fingerprint_entry,
@@ -93,6 +94,7 @@ def regenerate_canned(
     gateway: VizGateway | str | None = None,
     cluster: LocalDaskCluster | None = None,
     launcher: LocalLauncher | None = None,
+    storage_credentials: BlobCredentials | None = None,
 ) -> CannedReport | State:
     """Bring every canned visualization of a catalog up to date.
 
@@ -104,6 +106,10 @@ def regenerate_canned(
         cluster: where reductions run; started only when an entry needs
             reducing (a LocalDaskCluster when empty).
         launcher: where the viz servers run when a link is opened.
+        storage_credentials: prefect-azure's AzureBlobStorageCredentials
+            block, or the name of a saved one, for entries whose source is in
+            Azure Blob (``az://``) and that give no ``storage_options`` of
+            their own; the keys stay out of the run's parameters and logs.
 
     Returns:
         The report; the run ends Failed (message: which entries and why) when
@@ -116,6 +122,10 @@ def regenerate_canned(
     """
     logger = get_run_logger()
     entries = load_catalog(catalog).entries  # a bad catalog fails the run here, naming entry and key
+    if storage_credentials is not None:
+        options = blob_storage_options(storage_credentials)
+        entries = [entry.model_copy(update={"storage_options": options})
+                   if is_blob_url(entry.source) and not entry.storage_options else entry for entry in entries]
     viz_gateway = resolve_gateway(gateway)
     out = str(Path(out_dir).expanduser() if out_dir else hpcviz_home() / "canned")
 

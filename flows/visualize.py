@@ -15,6 +15,7 @@ from prefect_hpcviz.blocks import (
     SlurmLauncher,
     VizGateway,
 )
+from prefect_hpcviz.blocks.blob_credentials import BlobCredentials
 from prefect_hpcviz.tasks import (
     Publication,
     publish_visualization,
@@ -36,6 +37,7 @@ def visualize_simulation(
     warm: bool = False,
     copy_to: str | None = None,
     copy_storage_options: dict[str, Any] | None = None,
+    storage_credentials: BlobCredentials | None = None,
 ) -> Publication:
     """Reduce ``source`` on Dask and publish a link to an interactive 3D view.
 
@@ -58,15 +60,29 @@ def visualize_simulation(
         copy_to: also copy the reduced data to this fsspec URL
             (``az://container/prefix``; see ``reduce_dataset``); the copy's
             URL is in the summary table.
-        copy_storage_options: fsspec options (credentials) for ``copy_to``.
+        copy_storage_options: fsspec options for ``copy_to`` that are not
+            secrets (they are stored with the run's parameters); the
+            credentials of ``storage_credentials`` when empty.
+        storage_credentials: for data in Azure Blob, prefect-azure's
+            AzureBlobStorageCredentials block or the name of a saved one
+            (``"runs"``): it reads ``source`` and writes ``copy_to``. The keys
+            stay out of the run's parameters, logs and artifacts. The
+            environment's credentials (``AZURE_STORAGE_CONNECTION_STRING``,
+            ...) when empty.
 
     Example:
         >>> publication = visualize_simulation("run/output.pvd", recipe="overview.yaml")
         >>> print(publication.link)
+
+        Data in Blob, with a credentials block saved once as "runs":
+
+        >>> visualize_simulation("az://runs/ocean.zarr", storage_credentials="runs",
+        ...                      copy_to="az://runs/reduced")
     """
-    summary = summarize_dataset(source)
+    summary = summarize_dataset(source, storage_credentials=storage_credentials)
     reduced = reduce_dataset(source, recipe, summary=summary, out_dir=out_dir, cluster=cluster,
-                             copy_to=copy_to, copy_storage_options=copy_storage_options)
+                             copy_to=copy_to, copy_storage_options=copy_storage_options,
+                             storage_credentials=storage_credentials)
     thumbnail = render_thumbnail(reduced)
     return publish_visualization(
         reduced,

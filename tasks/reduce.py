@@ -9,11 +9,12 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from prefect_hpcviz.blocks.azure import AzureBatchDaskCluster
+from prefect_hpcviz.blocks.blob_credentials import BlobCredentials, blob_storage_options
 from prefect_hpcviz.blocks.clusters import LocalDaskCluster, SlurmDaskCluster
 from prefect_hpcviz.tasks.progress import ReductionProgress
 from prefect_hpcviz.tasks.retry import unless_bad_input
 from prefect_hpcviz.viz import reduce as engine
-from prefect_hpcviz.viz.datasets import DatasetSummary, summarize
+from prefect_hpcviz.viz.datasets import DatasetSummary, open_dataset
 from prefect_hpcviz.viz.paths import hpcviz_home
 from prefect_hpcviz.viz.reduce.remote_copy import copy_reduced
 
@@ -42,6 +43,7 @@ def reduce_dataset(
     cluster: LocalDaskCluster | SlurmDaskCluster | AzureBatchDaskCluster | None = None,
     copy_to: str | None = None,
     copy_storage_options: dict[str, Any] | None = None,
+    storage_credentials: BlobCredentials | None = None,
 ) -> engine.ReducedDataset:
     """Run a reduction recipe over ``source`` as a Dask graph.
 
@@ -61,22 +63,29 @@ def reduce_dataset(
             to, as ``<copy_to>/<cache key>/`` with manifest.json written last;
             a complete copy already there is not uploaded again. Its URL is
             the result's ``remote_url``.
-        copy_storage_options: fsspec options for ``copy_to`` (credentials,
-            endpoint); the environment's credentials when empty.
+        copy_storage_options: fsspec options for ``copy_to`` (endpoint,
+            account name); ``storage_credentials``' when empty, else the environment's.
+        storage_credentials: for ``az://`` URLs, prefect-azure's
+            AzureBlobStorageCredentials block or the name of a saved one: it
+            reads ``source`` and writes ``copy_to``. Only the block (its
+            secrets masked) or its name is in the run's parameters; the keys
+            are read here, in the task, and never logged.
 
     Example:
         >>> reduced = reduce_dataset("run/output.pvd", "recipes/light.yaml",
         ...                          cluster=LocalDaskCluster(n_workers=2))
     """
     logger = get_run_logger()
+    options = blob_storage_options(storage_credentials)
+    dataset = open_dataset(source, storage_options=options)
     if recipe is None and summary is None:
-        summary = summarize(source)  # the default recipe needs field ranges (reads every step)
+        summary = dataset.summary()  # the default recipe needs field ranges (reads every step)
     resolved = resolve_recipe(recipe, summary)
     out = Path(out_dir) if out_dir else hpcviz_home() / "reduced"
     progress = ReductionProgress(source)
     with (cluster or LocalDaskCluster()).get_client() as client:
         logger.info("reducing %s on %s", source, client.scheduler_info().get("address", "dask"))
-        reduced = engine.reduce_dataset(source, resolved, out, client=client, summary=summary,
+        reduced = engine.reduce_dataset(dataset, resolved, out, client=client, summary=summary,
                                         progress=progress)
     logger.info(
         "%s %.1f MB to %.1f MB in %.1f s -> %s",
@@ -87,6 +96,6 @@ def reduce_dataset(
         reduced.path,
     )
     if copy_to:
-        reduced = replace(reduced, remote_url=copy_reduced(reduced, copy_to, copy_storage_options))
+        reduced = replace(reduced, remote_url=copy_reduced(reduced, copy_to, copy_storage_options or options))
         logger.info("copied the reduced data to %s", reduced.remote_url)
     return reduced

@@ -84,7 +84,8 @@ class CatalogEntry(BaseModel):
     thumbnails: tuple[tuple[int, int], ...] = Field(
         DEFAULT_THUMBNAILS, min_length=1, description="a list of [width, height], e.g. [[320, 200]]"
     )
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="a mapping of fsspec options")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,  # may hold keys
+                                            description="a mapping of fsspec options")
 
     @field_validator("app")
     @classmethod

@@ -62,6 +62,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d\d):(\d\d)$")
 _ACCOUNT_HOST = re.compile(r"^([a-z0-9]+)\.[a-z0-9-]+\.batch\.azure\.com$")
 _GPU_VM = re.compile(r"^standard_n", re.IGNORECASE)
+GATEWAY_ID_SETTING = "HPCVIZ_GATEWAY_ID"
+"""Environment setting that tags a task with the gateway that added it."""
 BAD_NODE_STATES = {"unusable", "starttaskfailed", "offline", "preempted", "leavingpool", "deallocated", "deallocating"}
 """Node states in which a viz server on that node cannot serve."""
 
@@ -88,6 +90,11 @@ class AzureBatchBackend:
         storage_account_key, storage_key_env: key to read uploaded logs (else Entra ID).
         logs_container: container the tasks' stdout/stderr are uploaded to (None: not uploaded).
         stop_timeout_s: how long :meth:`stop` waits for Batch to report the task completed.
+        gateway_id: the tag of the gateway that owns this backend's tasks: every
+            task it adds carries it (environment setting ``HPCVIZ_GATEWAY_ID``)
+            and :meth:`list_jobs` lists only tasks with it, so gateways that
+            share a Batch job never reap each other's tasks. The gateway sets
+            it from its database; None lists every task of the job.
 
     Example:
         >>> backend = AzureBatchBackend("https://acct.westeurope.batch.azure.com", "viz-pool", account_key="a2V5")
@@ -118,6 +125,7 @@ class AzureBatchBackend:
         storage_key_env: str = "AZURE_STORAGE_KEY",
         logs_container: str | None = None,
         stop_timeout_s: float = 60.0,
+        gateway_id: str | None = None,
     ) -> None:
         parsed = urlparse(str(account_url or ""))
         if parsed.scheme not in ("https", "http") or not parsed.netloc:
@@ -157,6 +165,7 @@ class AzureBatchBackend:
         self._storage_key = Secret.from_value(storage_account_key) or Secret.from_value(os.environ.get(storage_key_env))
         self.logs_container = logs_container or None
         self.stop_timeout_s = float(stop_timeout_s)
+        self.gateway_id = str(gateway_id) if gateway_id else None
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._checked = False
@@ -236,7 +245,9 @@ class AzureBatchBackend:
         return TaskSpecification(
             task_id=task_id,
             command=["/bin/bash", "-c", script],
-            env={str(k): str(v) for k, v in spec.env.items()} | ({"HPCVIZ_GPUS": str(self.gpus)} if self.gpus else {}),
+            env={str(k): str(v) for k, v in spec.env.items()}
+            | ({"HPCVIZ_GPUS": str(self.gpus)} if self.gpus else {})
+            | ({GATEWAY_ID_SETTING: self.gateway_id} if self.gateway_id else {}),
             inputs=inputs,
             outputs=outputs,
             max_wall_clock_s=self.walltime_s,
@@ -383,7 +394,7 @@ class AzureBatchBackend:
 
     # -------------------------------------------------------------------- list
     async def list_jobs(self) -> dict[str, JobStatus]:
-        """Tasks of this backend's Batch job that have not completed."""
+        """Tasks of this backend's Batch job that have not completed (only this gateway's, with ``gateway_id``)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -393,6 +404,8 @@ class AzureBatchBackend:
             return {}
         jobs = {}
         for task in tasks:
+            if self.gateway_id and _setting(task, GATEWAY_ID_SETTING) != self.gateway_id:
+                continue  # another gateway's task (or one added by hand): not ours to reap
             state = _value(task.state)
             if state == "active":
                 jobs[f"{self.job_id}:{task.id}"] = JobStatus(JobState.QUEUED)
@@ -476,6 +489,11 @@ class AzureBatchBackend:
 def _value(field: Any) -> str:
     """An SDK enum or string as lower-case text (``BatchTaskState.ACTIVE`` -> ``active``)."""
     return str(getattr(field, "value", field) or "").lower()
+
+
+def _setting(task: Any, name: str) -> str | None:
+    """The value of the task's environment setting ``name``, None when it has none."""
+    return next((s.value for s in task.environment_settings or () if s.name == name), None)
 
 
 def _split(job_id: str) -> tuple[str, str]:

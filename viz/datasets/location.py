@@ -21,6 +21,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import InputError
+from .adlfs_exit import close_adlfs_at_exit
 from .cache import WholeFileCache
 
 _VERSION_KEYS = ("ETag", "etag", "version_id", "VersionId", "mtime", "LastModified",
@@ -50,7 +51,7 @@ class Location:
     """
 
     url: str
-    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)  # may hold keys
 
     # -- identity -----------------------------------------------------------
     @property
@@ -226,6 +227,7 @@ def resolve_location(source: str | os.PathLike, storage_options: dict | None = N
     fs, path = fsspec.core.url_to_fs(text, **options)
     if isinstance(fs, LocalFileSystem):
         return Location(str(Path(path).resolve()), options)
+    close_adlfs_at_exit()
     return Location(text, options)
 
 

@@ -23,6 +23,7 @@ import pyvista
 import xarray as xr
 
 from ..errors import InputError
+from .adlfs_exit import close_adlfs_at_exit
 from .base import Dataset
 from .location import FileStamp, Location
 from .decode_errors import NamedDecodeErrors
@@ -132,7 +133,7 @@ class XarrayVolumeDataset(Dataset):
             if self.format == "zarr":
                 if self._consolidated is None:
                     self._consolidated = _zarr_is_consolidated(loc)
-                options = {} if loc.is_local else {"storage_options": loc.storage_options or None}
+                options = {} if loc.is_local else _remote_zarr_options(loc)
                 return xr.open_dataset(loc.url, engine="zarr", chunks=None, cache=False,
                                        consolidated=self._consolidated, mask_and_scale=mask_and_scale,
                                        **options)
@@ -150,7 +151,7 @@ class XarrayVolumeDataset(Dataset):
             if self.format == "zarr":
                 if self._consolidated is None:
                     self._consolidated = _zarr_is_consolidated(loc)
-                options = {} if loc.is_local else {"storage_options": loc.storage_options or None}
+                options = {} if loc.is_local else _remote_zarr_options(loc)
                 xds = xr.open_dataset(loc.url, engine="zarr", chunks=None, cache=False,
                                       consolidated=self._consolidated, **options)
             else:
@@ -207,6 +208,12 @@ def _decoding_is_identity(var: xr.DataArray) -> bool:
         return bool(np.isnan(fill)) and np.issubdtype(var.dtype, np.floating)
     except TypeError:
         return False
+
+
+def _remote_zarr_options(location: Location) -> dict:
+    """xarray's keywords for a Zarr store behind fsspec; its Blob clients are closed cleanly at exit."""
+    close_adlfs_at_exit()  # zarr makes its own adlfs file system (on a Dask worker too)
+    return {"storage_options": location.storage_options or None}
 
 
 def _open_netcdf(location: Location, fmt: str, **kwargs) -> xr.Dataset:

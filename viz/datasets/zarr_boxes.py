@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .adlfs_exit import close_adlfs_at_exit
+
 
 class ZarrBoxes:
     """Array-like view of one Zarr variable at one time index: ``shape``, ``dtype``, ``[box]``."""
@@ -41,6 +43,8 @@ class ZarrBoxes:
 
             options = {"storage_options": self.storage_options} if "://" in self.url else {}
             cached = zarr.open_array(self.url, path=self.path, mode="r", **options)
+            if options:
+                close_adlfs_at_exit()  # (on a Dask worker too, where no Location was resolved)
             self._open = cached
         return cached
 

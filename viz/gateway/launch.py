@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
 import re
@@ -385,6 +386,8 @@ class SessionManager:
         options = {k: v for k, v in (launcher.get("options") or {}).items() if k not in GATEWAY_OPTIONS}
         if kind == "local":
             options.setdefault("workdir", str(self.config.state_dir / "jobs"))
+        if "gateway_id" in inspect.signature(backend_class(kind).__init__).parameters:
+            options["gateway_id"] = self.registry.gateway_id  # its list_jobs (our reaper) sees only our jobs
         key = json.dumps([kind, options], sort_keys=True, default=str)
         backend = self._backends.get(key)
         if backend is None:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_viz ON sessions(viz_id, created_at);
 CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions(state);
+CREATE TABLE IF NOT EXISTS gateway (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release: (name, definition) for ALTER TABLE on older files.
 _ADDED_COLUMNS = [("ask_restart", "INTEGER NOT NULL DEFAULT 0"), ("user", "TEXT")]
@@ -136,6 +137,9 @@ class Registry:
         for name, definition in _ADDED_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {definition}")
+        self._db.execute("INSERT OR IGNORE INTO gateway (key, value) VALUES ('id', ?)", (secrets.token_hex(6),))
+        self.gateway_id: str = self._db.execute("SELECT value FROM gateway WHERE key = 'id'").fetchone()["value"]
+        """This gateway's tag, made once and kept in the file, so a restart keeps it (backends mark jobs with it)."""
         self.path.chmod(0o600)
 
     def close(self) -> None:
