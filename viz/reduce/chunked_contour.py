@@ -31,18 +31,20 @@ import dask.array as da  # noqa: F401 (doctest)
 import numpy as np
 import pyvista as pv
 from vtkmodules.util.numpy_support import numpy_to_vtk
-from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkImageData
-from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+from vtkmodules.vtkCommonDataModel import vtkImageData
 
 from ..datasets.volume import ChunkedVolume
+from .kernels import flying_edges
 
 
 def contour_block(values: np.ndarray, start: tuple[int, int, int], origin: Sequence[float],
                   spacing: Sequence[float], name: str, isovalues: Sequence[float],
-                  carried: dict[str, np.ndarray] | None = None) -> pv.PolyData:
+                  carried: dict[str, np.ndarray] | None = None, normals: bool = False) -> pv.PolyData:
     """Flying edges on one block ``values[z, y, x]`` whose first point has global index ``start`` (i, j, k).
 
     ``carried`` blocks (same lattice) are interpolated onto the surface.
+    ``normals`` adds VTK's point ``Normals`` (from the field's gradient; on
+    the block's outer planes one-sided differences, as at a volume's walls).
 
     Example:
         >>> block = np.fromfunction(lambda z, y, x: x + y + z, (4, 4, 4), dtype=np.float32)
@@ -66,18 +68,7 @@ def contour_block(values: np.ndarray, start: tuple[int, int, int], origin: Seque
         other_array.SetName(other)
         image.GetPointData().AddArray(other_array)
         keep.append(other_flat)
-    algorithm = vtkFlyingEdges3D()
-    algorithm.ComputeNormalsOff()
-    algorithm.ComputeGradientsOff()
-    algorithm.ComputeScalarsOn()
-    algorithm.SetInterpolateAttributes(bool(carried))
-    algorithm.SetInputData(image)
-    algorithm.SetInputArrayToProcess(0, 0, 0, vtkDataObject.FIELD_ASSOCIATION_POINTS, name)
-    algorithm.SetNumberOfContours(len(isovalues))
-    for n, value in enumerate(isovalues):
-        algorithm.SetValue(n, float(value))
-    algorithm.Update()
-    out = pv.wrap(algorithm.GetOutput())
+    out = flying_edges(image, name, isovalues, normals=normals, interpolate=bool(carried))
     del keep  # the VTK arrays borrowed these until Update; the output owns its own arrays
     return out
 
@@ -197,14 +188,18 @@ def seam_planes(volume: ChunkedVolume) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return out[2], out[1], out[0]
 
 
-def contour_volume(volume: ChunkedVolume, isovalues: Sequence[float]) -> Any:
+def contour_volume(volume: ChunkedVolume, isovalues: Sequence[float],
+                   carried: dict[str, ChunkedVolume] | None = None) -> Any:
     """A ``dask.delayed`` PolyData: the isosurfaces of ``volume`` at ``isovalues``.
 
     One task per chunk and per seam slab between chunks (:func:`cell_boxes`),
-    then one merge task.
+    then one merge task. Like a whole-volume contour, the surface has point
+    ``Normals`` and the ``carried`` fields (other fields on the same grid)
+    interpolated onto it.
     """
-    pieces = _box_contours([box for boxes in chunk_cell_boxes(volume.data).values() for box in boxes],
-                           volume, isovalues)
+    boxes = _field_boxes(volume, carried)
+    pieces = _box_contours([(chunk, n) for chunk, own in boxes[None].items() for n in range(len(own))],
+                           boxes, volume, isovalues)
     seams = seam_planes(volume)
     return dask.delayed(merge_pieces, pure=True)(pieces, seams, volume.origin, volume.spacing)
 
@@ -242,8 +237,8 @@ def piece_groups(data: Any, piece_bytes: int | None = None) -> list[list[tuple[i
     return groups
 
 
-def contour_pieces(volume: ChunkedVolume, isovalues: Sequence[float],
-                   piece_bytes: int | None = None) -> list[Any]:
+def contour_pieces(volume: ChunkedVolume, isovalues: Sequence[float], piece_bytes: int | None = None,
+                   carried: dict[str, ChunkedVolume] | None = None) -> list[Any]:
     """The isosurfaces of ``volume`` as a few ``dask.delayed`` PolyData pieces, one per :func:`piece_groups` block.
 
     Seams inside a piece are merged exactly (:func:`merge_pieces`); a point on a
@@ -257,22 +252,38 @@ def contour_pieces(volume: ChunkedVolume, isovalues: Sequence[float],
         >>> pieces = dask.compute(*contour_pieces(vol, [0.5]))           # doctest: +SKIP
         >>> merge_pieces(pieces, seam_planes(vol), vol.origin, vol.spacing)  # doctest: +SKIP
     """
-    boxes = chunk_cell_boxes(volume.data)
+    boxes = _field_boxes(volume, carried)
     seams = seam_planes(volume)
     return [
         dask.delayed(merge_pieces, pure=True)(
-            _box_contours([box for chunk in group for box in boxes[chunk]], volume, isovalues),
+            _box_contours([(chunk, n) for chunk in group for n in range(len(boxes[None][chunk]))],
+                          boxes, volume, isovalues),
             seams, volume.origin, volume.spacing)
         for group in piece_groups(volume.data, piece_bytes)
     ]
 
 
-def _box_contours(boxes: list[Any], volume: ChunkedVolume, isovalues: Sequence[float]) -> list[Any]:
-    return [
-        dask.delayed(contour_block_arrays, pure=True)(
-            box, start, volume.origin, volume.spacing, volume.name, tuple(isovalues))
-        for start, _, box in boxes
-    ]
+def _field_boxes(volume: ChunkedVolume, carried: dict[str, ChunkedVolume] | None) -> dict[str | None, Any]:
+    """:func:`chunk_cell_boxes` of the contoured field (key None) and of each carried field, box for box."""
+    boxes: dict[str | None, Any] = {None: chunk_cell_boxes(volume.data)}
+    for name, other in (carried or {}).items():
+        data = other.data
+        if data.chunks[:3] != volume.data.chunks[:3]:
+            data = data.rechunk(volume.data.chunks[:3] + data.chunks[3:])
+        boxes[name] = chunk_cell_boxes(data)
+    return boxes
+
+
+def _box_contours(where: list[tuple[tuple[int, int, int], int]], boxes: dict[str | None, Any],
+                  volume: ChunkedVolume, isovalues: Sequence[float]) -> list[Any]:
+    """One contour task per (chunk, box number) of ``where``, carrying the other fields' same boxes."""
+    tasks = []
+    for chunk, number in where:
+        start, _, values = boxes[None][chunk][number]
+        carried = {name: by_chunk[chunk][number][2] for name, by_chunk in boxes.items() if name is not None}
+        tasks.append(dask.delayed(contour_block_arrays, pure=True)(
+            values, start, volume.origin, volume.spacing, volume.name, tuple(isovalues), carried, True))
+    return tasks
 
 
 MeshArrays = tuple  # (points float32 (n, 3), triangles int32 (m, 3), {name: point values})
@@ -340,6 +351,8 @@ def merge_pieces(pieces: Sequence[pv.PolyData | MeshArrays], seams: Sequence[np.
     out = pv.PolyData.from_regular_faces(points[keep], triangles)
     for name, values in data.items():
         out.point_data[name] = values[keep]
+    if "Normals" in data:
+        out.GetPointData().SetActiveNormals("Normals")  # renderers shade smoothly with them
     return out
 
 

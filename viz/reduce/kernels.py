@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyvista as pv
-from vtkmodules.vtkFiltersCore import vtkContourFilter, vtkFlyingEdges3D
+from vtkmodules.vtkFiltersCore import vtkAppendPolyData, vtkContourFilter, vtkFlyingEdges3D
 from vtkmodules.vtkCommonDataModel import vtkDataObject
 
 from ..errors import InputError
@@ -159,10 +160,30 @@ def _cell_range(i0: int, i1: int, n: int) -> slice:
 def _block_reduce(lattice: np.ndarray, factors: Sequence[int], how: str) -> np.ndarray:
     """Mean or max over blocks of a (z, y, x, c) array whose sides are multiples of ``factors``.
 
-    One axis at a time, z first (whole contiguous slabs), adding or maxing
-    strided slices: about 5x faster than one reduction over a 7-d reshape.
-    Means are summed in float64, so float32 values add up exactly and the
-    result is rounded once (it does not depend on the summation order).
+    One output z-layer at a time (:func:`_reduce_layer`), so the float64
+    sums stay the size of one layer and in cache: about 1.6x faster on a 256^3
+    chunk than whole-array temporaries, and a whole 1024^3 volume needs no
+    8 GB of them. Each value is summed in the same order either way.
+    """
+    fz = factors[0]
+    layers = lattice.shape[0] // fz
+    if layers <= 1:
+        return _reduce_layer(lattice, factors, how)
+    first = _reduce_layer(lattice[:fz], factors, how)
+    out = np.empty((layers, *first.shape[1:]), dtype=first.dtype)
+    out[:1] = first
+    for k in range(1, layers):
+        out[k:k + 1] = _reduce_layer(lattice[k * fz:(k + 1) * fz], factors, how)
+    return out
+
+
+def _reduce_layer(lattice: np.ndarray, factors: Sequence[int], how: str) -> np.ndarray:
+    """:func:`_block_reduce` of ``factors[0]`` z-planes into one.
+
+    One axis at a time, z first, adding or maxing strided slices: about 5x
+    faster than one reduction over a 7-d reshape. Means are summed in
+    float64, so float32 values add up exactly and the result is rounded once
+    (it does not depend on the summation order).
     """
     out = lattice
     for axis, f in enumerate(factors):
@@ -305,13 +326,9 @@ def contour(mesh: pv.DataSet, field: str, values: Sequence[float]) -> pv.PolyDat
         )
     values = [float(v) for v in values]
     if isinstance(mesh, pv.ImageData):
-        algorithm = vtkFlyingEdges3D()
-        algorithm.ComputeNormalsOn()
-        algorithm.ComputeGradientsOff()
-        algorithm.InterpolateAttributesOn()
-    else:
-        algorithm = vtkContourFilter()
-        algorithm.GenerateTrianglesOn()
+        return flying_edges(mesh, field, values, normals=True, interpolate=True)
+    algorithm = vtkContourFilter()
+    algorithm.GenerateTrianglesOn()
     algorithm.SetInputData(mesh)
     algorithm.SetInputArrayToProcess(0, 0, 0, vtkDataObject.FIELD_ASSOCIATION_POINTS, field)
     algorithm.ComputeScalarsOn()
@@ -320,6 +337,47 @@ def contour(mesh: pv.DataSet, field: str, values: Sequence[float]) -> pv.PolyDat
         algorithm.SetValue(i, value)
     algorithm.Update()
     return pv.wrap(algorithm.GetOutput())
+
+
+def flying_edges(image: Any, field: str, values: Sequence[float], *, normals: bool,
+                 interpolate: bool) -> pv.PolyData:
+    """``vtkFlyingEdges3D`` isosurfaces of the point array ``field`` of a ``vtkImageData``, one value at a time.
+
+    VTK 9's flying edges drops every interpolated field when its *first*
+    value makes no triangle (a value outside the block's range, as most are
+    for most chunks of a big volume). So values outside the field's range are
+    skipped, each other value has its own pass (the passes are per value
+    inside VTK too), and the outputs are appended in the order given.
+
+    Example:
+        >>> grid = pv.ImageData(dimensions=(8, 8, 8))
+        >>> grid["d"] = grid.points[:, 0]; grid["g"] = grid.points[:, 1]
+        >>> list(flying_edges(grid, "d", [-5.0, 3.5], normals=True, interpolate=True).point_data)
+        ['g', 'd', 'Normals']
+    """
+    lo, hi = image.GetPointData().GetArray(field).GetRange(0)
+    surfaces = []
+    for value in (float(v) for v in values):
+        if not lo <= value <= hi:
+            continue
+        algorithm = vtkFlyingEdges3D()
+        algorithm.SetComputeNormals(bool(normals))
+        algorithm.ComputeGradientsOff()
+        algorithm.ComputeScalarsOn()
+        algorithm.SetInterpolateAttributes(bool(interpolate))
+        algorithm.SetInputData(image)
+        algorithm.SetInputArrayToProcess(0, 0, 0, vtkDataObject.FIELD_ASSOCIATION_POINTS, field)
+        algorithm.SetValue(0, value)
+        algorithm.Update()
+        if algorithm.GetOutput().GetNumberOfPoints():
+            surfaces.append(algorithm.GetOutput())
+    if len(surfaces) <= 1:
+        return pv.wrap(surfaces[0]) if surfaces else pv.PolyData()
+    append = vtkAppendPolyData()
+    for surface in surfaces:
+        append.AddInputData(surface)
+    append.Update()
+    return pv.wrap(append.GetOutput())
 
 
 def slice_plane(

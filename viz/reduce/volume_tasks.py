@@ -58,7 +58,7 @@ def step_outputs(plan: ReducePlan, position: int, chunk_bytes: int | None = None
     names = list(recipe.fields) if recipe.fields else list(dataset._field_names()[0])
     volumes = {name: dataset.volume(step, name, chunk_bytes=chunk_bytes) for name in names}
     layer_names = iter(plan.layer_names)
-    layers: list[list[Any]] = []  # [name, delayed mesh, (field, isovalues) while it may be written in pieces]
+    layers: list[list[Any]] = []  # [name, delayed mesh, (field, isovalues, carried) while it may be written in pieces]
     outputs: list[Any] = []
     for number, recipe_step in enumerate(recipe.steps, start=1):
         spec = recipe_step.spec
@@ -76,7 +76,9 @@ def step_outputs(plan: ReducePlan, position: int, chunk_bytes: int | None = None
                 if field.components != 1:
                     raise InputError(f"contour field {spec.field!r}", "is a vector field; a contour needs a "
                                      "scalar field", "contour a scalar field")
-                layers.append([next(layer_names), contour_volume(field, spec.values), (field, spec.values)])
+                others = {n: v for n, v in volumes.items() if n != spec.field}  # interpolated onto it
+                layers.append([next(layer_names), contour_volume(field, spec.values, others),
+                               (field, spec.values, others)])
             elif kind == "slice":
                 layers.append([next(layer_names), slice_volumes(volumes, spec.normal, spec.origin), None])
             elif kind in ("decimate", "clip"):
@@ -93,7 +95,7 @@ def step_outputs(plan: ReducePlan, position: int, chunk_bytes: int | None = None
     for name, mesh, contour in layers:
         stem = str(work_dir / f"{name}_{position:06d}")
         if contour is not None and xml and len(piece_groups(contour[0].data)) > 1:
-            outputs += _partitioned_layer_outputs(contour[0], contour[1], stem, recipe.output, position, name)
+            outputs += _partitioned_layer_outputs(*contour, stem, recipe.output, position, name)
         else:
             outputs.append(dask.delayed(_write_layer, pure=True)(mesh, stem, recipe.output, position, name))
     outputs += _volume_outputs(plan, volumes, position)
@@ -111,11 +113,11 @@ def _write_layer(mesh: pv.DataSet, stem: str, output: Any, position: int, name: 
             "bytes": path.stat().st_size, "cells": int(mesh.n_cells)}
 
 
-def _partitioned_layer_outputs(field: ChunkedVolume, isovalues: Any, stem: str, output: Any,
-                               position: int, name: str) -> list[Any]:
+def _partitioned_layer_outputs(field: ChunkedVolume, isovalues: Any, carried: dict[str, ChunkedVolume],
+                               stem: str, output: Any, position: int, name: str) -> list[Any]:
     """An isosurface written piece by piece (one task per piece) plus its .pvtp header (see :func:`contour_pieces`)."""
     pieces = [dask.delayed(_write_piece, pure=True)(piece, f"{stem}_p{number:04d}", output, position)
-              for number, piece in enumerate(contour_pieces(field, isovalues))]
+              for number, piece in enumerate(contour_pieces(field, isovalues, carried=carried))]
     header = dask.delayed(_write_piece_header, pure=True)(pieces, stem, position, name)
     return [*pieces, header]
 

@@ -134,11 +134,12 @@ def write_pvtp(path: str | Path, pieces: Sequence[str], points_dtype: str,
     arrays = "".join(
         f'      <PDataArray type="{_VTK_TYPES[dtype]}" Name={quoteattr(name)} NumberOfComponents="{components}"/>\n'
         for name, dtype, components in point_arrays)
+    normals = ' Normals="Normals"' if ("Normals", "float32", 3) in point_arrays else ""
     lines = [
         '<?xml version="1.0"?>',
         '<VTKFile type="PPolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
         '  <PPolyData GhostLevel="0">',
-        "    <PPointData>",
+        f"    <PPointData{normals}>",
         arrays.rstrip("\n"),
         "    </PPointData>",
         "    <PPoints>",
