@@ -79,7 +79,8 @@ def visualize_simulation(
         >>> visualize_simulation("az://runs/ocean.zarr", storage_credentials="runs",
         ...                      copy_to="az://runs/reduced")
     """
-    summary = summarize_dataset(source, storage_credentials=storage_credentials)
+    # A given recipe needs no ranges: a big volume is then read once, by the reduction, not twice.
+    summary = summarize_dataset(source, storage_credentials=storage_credentials, ranges=recipe is None)
     reduced = reduce_dataset(source, recipe, summary=summary, out_dir=out_dir, cluster=cluster,
                              copy_to=copy_to, copy_storage_options=copy_storage_options,
                              storage_credentials=storage_credentials)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import re
 from dataclasses import dataclass
 from uuid import UUID
@@ -43,6 +44,8 @@ def _megabytes(n: int) -> str:
 
 
 def _range(values: tuple[float, float]) -> str:
+    if any(math.isnan(v) for v in values):
+        return "not read"
     return f"{values[0]:.4g} … {values[1]:.4g}"
 
 

@@ -16,6 +16,7 @@ def summarize_dataset(
     source: str,
     storage_options: dict[str, Any] | None = None,
     storage_credentials: BlobCredentials | None = None,
+    ranges: bool = True,
 ) -> DatasetSummary:
     """Format, fields with ranges, bounds, time steps and bytes of ``source``.
 
@@ -25,13 +26,17 @@ def summarize_dataset(
         storage_credentials: for ``az://`` sources, prefect-azure's
             AzureBlobStorageCredentials block or the name of a saved one
             (used when ``storage_options`` is empty; the environment's when both are).
+        ranges: read the data for the fields' ranges (every time step once,
+            chunk by chunk for uniform grids). False reads only the headers of
+            a uniform grid: its ranges are then unknown (nan).
 
     Example:
         >>> summary = summarize_dataset("run/output.pvd")
         >>> [f.name for f in summary.fields]
         ['pressure', 'velocity']
     """
-    summary = summarize(source, storage_options=storage_options or blob_storage_options(storage_credentials))
+    summary = summarize(source, ranges=ranges,
+                        storage_options=storage_options or blob_storage_options(storage_credentials))
     get_run_logger().info(
         "%s: %s %s, %d time steps, fields %s, %.1f MB",
         source,

@@ -193,7 +193,7 @@ def test_a_field_missing_from_a_later_step_fails_and_leaves_nothing_behind(clien
     before = file_hashes(pvd.parent)
     out = tmp_path / "out"
     recipe = Recipe.from_yaml("fields: [pressure, temperature]\nsteps: [{slice: {}}]")
-    with pytest.raises(InputError, match=r"time step 2: field 'temperature' is missing \(this step has: pressure\)"):
+    with pytest.raises(InputError, match=r"step_2.vti: has no point field 'temperature', which the first time step of series.pvd has \(this is time step 2; it has: pressure\)"):
         reduce_dataset(pvd, recipe, out, client=client)
     assert leftovers(out) == []
     assert file_hashes(pvd.parent) == before
@@ -299,7 +299,7 @@ def test_reduce_on_worker_processes_with_the_default_recipe(dask_client, simulat
 
     pvd = write_series(tmp_path / "sim", [grid_step(True), grid_step(False)])
     recipe = Recipe.from_yaml("fields: [temperature]")
-    with pytest.raises(InputError, match="time step 1: field 'temperature' is missing"):
+    with pytest.raises(InputError, match="step_1.vti: has no point field 'temperature'"):
         reduce_dataset(pvd, recipe, tmp_path / "out", client=dask_client)
     assert leftovers(tmp_path / "out") == []
 

@@ -408,3 +408,32 @@ steps:
     half = clip(kernels.contour(kernels.downcast(image), "f", [0.8]), (1, 0, 0), (1.3, 0, 0))
     assert layer.bounds[1] <= 1.3 + 1e-3 and abs(layer.n_cells - 300) <= 15  # decimation moves points a little
     assert layer.area == pytest.approx(half.area, rel=0.03)
+
+
+def test_a_volume_summary_is_reduced_chunk_by_chunk_and_equals_the_whole_step_ranges(zarr_store, tmp_path,
+                                                                                     monkeypatch):
+    from prefect_hpcviz.viz.datasets.base import Dataset, array_range
+
+    dataset = open_dataset(zarr_store)
+    expected = {}
+    for step in range(dataset.n_steps):  # the reference: every step read whole, as before
+        mesh = dataset.read(step)
+        for name in ("f", "g"):
+            lo, hi = array_range(mesh.GetPointData().GetArray(name))
+            old = expected.get(name, (np.inf, -np.inf))
+            expected[name] = (min(old[0], lo), max(old[1], hi))
+
+    def whole_read(self, *args, **kwargs):
+        raise AssertionError("a uniform grid's summary must not read a whole step")
+
+    monkeypatch.setattr(Dataset, "read", whole_read)
+    fresh = open_dataset(zarr_store)
+    summary = fresh.summary()
+    assert [f.name for f in summary.fields] == ["f", "g"]
+    for found in summary.fields:
+        assert found.range == pytest.approx(expected[found.name], rel=1e-6)
+    assert summary.kind == "ImageData" and summary.dimensions == SHAPE[::-1]
+    assert summary.time_values == [0.0, 1.0, 2.0]
+    headers = open_dataset(zarr_store).summary(ranges=False)
+    assert all(np.isnan(f.range).all() for f in headers.fields)
+    assert (headers.bounds, headers.n_points) == (summary.bounds, summary.n_points)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -146,16 +147,24 @@ class Dataset(ABC):
             digest.update(f"{stamp.url}\0{stamp.size}\0{stamp.version}\n".encode())
         return digest.hexdigest()
 
-    def summary(self) -> DatasetSummary:
+    def summary(self, *, ranges: bool = True) -> DatasetSummary:
         """Fields with their ranges over all time steps, bounds, dimensions, sizes.
 
         Reads every time step once (a vector's range is that of its magnitude);
-        the result is kept until :meth:`fingerprint` changes.
+        a uniform grid chunk by chunk, so never a whole step in memory. The
+        result is kept until :meth:`fingerprint` changes. ``ranges=False``
+        reads no data of a uniform grid: its ranges are then (nan, nan).
+
+        Example:
+            >>> open_dataset("run.zarr").summary(ranges=False).field("f").range  # doctest: +SKIP
+            (nan, nan)
         """
+        if not ranges and self._chunked_fields():
+            return self._volume_summary(ranges=False)
         fingerprint = self.fingerprint()
         if self._summary is not None and self._summary[0] == fingerprint:
             return self._summary[1]
-        summary = self._compute_summary()
+        summary = self._volume_summary(ranges=True) if self._chunked_fields() else self._compute_summary()
         self._summary = (fingerprint, summary)
         return summary
 
@@ -163,6 +172,48 @@ class Dataset(ABC):
         return f"<{type(self).__name__} {self.format} {self.source!r} steps={self.n_steps}>"
 
     # -- helpers -------------------------------------------------------------
+    def _chunked_fields(self) -> list[str]:
+        """The point fields, when every field can be read chunk by chunk (a uniform grid without cell fields)."""
+        if not self.is_volume:
+            return []
+        points, cells = self._field_names()
+        return [] if set(cells) - set(points) else list(points)
+
+    def _volume_summary(self, *, ranges: bool) -> DatasetSummary:
+        """The summary of a uniform grid from its headers, with ranges reduced chunk by chunk (threads)."""
+        import dask
+        import dask.array as da
+
+        names = self._chunked_fields()
+        volumes = {name: self.volume(0, name) for name in names}
+        found = {name: [math.inf, -math.inf] for name in names}
+        for step in range(self.n_steps if ranges else 0):
+            extremes = []
+            for name in names:
+                data = (volumes[name] if step == 0 else self.volume(step, name)).data
+                if data.ndim == 4:  # a vector: the range of its magnitude, as VTK gives it
+                    data = da.sqrt((data.astype(np.float64) ** 2).sum(axis=-1))
+                extremes += [da.nanmin(data), da.nanmax(data)]
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN chunk: its min is NaN
+                values = dask.compute(*extremes, scheduler="threads")
+            for name, lo, hi in zip(names, values[0::2], values[1::2]):
+                if not (math.isnan(lo) or math.isnan(hi)):
+                    found[name] = [min(found[name][0], float(lo)), max(found[name][1], float(hi))]
+        fields = [
+            FieldSummary(name, "point", volumes[name].components, volumes[name].data.dtype.name,
+                         tuple(found[name]) if found[name][0] <= found[name][1] else (math.nan, math.nan))
+            for name in names
+        ]
+        first = volumes[names[0]]
+        dims = first.dimensions
+        return DatasetSummary(
+            source=self.source, format=self.format, kind="ImageData", fields=fields,
+            bounds=tuple(float(b) for b in first.bounds), dimensions=tuple(dims),  # type: ignore[arg-type]
+            n_points=math.prod(dims), n_cells=math.prod(max(d - 1, 1) for d in dims),
+            time_values=list(self.time_values), nbytes=self.nbytes,
+        )
+
     def _compute_summary(self) -> DatasetSummary:
         ranges: dict[tuple[str, str], list] = {}
         bounds = [math.inf, -math.inf] * 3

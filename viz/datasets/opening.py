@@ -107,12 +107,14 @@ _READERS: dict[str, Callable[[Location, str], Dataset]] = {
 }
 
 
-def summarize(source: str | os.PathLike, **kwargs) -> DatasetSummary:
-    """``open_dataset(source, **kwargs).summary()``: fields, ranges, bounds, time steps, size.
+def summarize(source: str | os.PathLike, *, ranges: bool = True, **kwargs) -> DatasetSummary:
+    """``open_dataset(source, **kwargs).summary(ranges=ranges)``: fields, ranges, bounds, time steps, size.
+
+    ``ranges=False`` reads no data of a uniform grid (its ranges are then nan).
 
     Example:
         >>> s = summarize("sim/simulation.pvd")                 # doctest: +SKIP
         >>> s.kind, s.dimensions, s.field("velocity").components  # doctest: +SKIP
         ('ImageData', (192, 192, 192), 3)
     """
-    return open_dataset(source, **kwargs).summary()
+    return open_dataset(source, **kwargs).summary(ranges=ranges)

@@ -135,9 +135,10 @@ class VtkSeriesDataset(Dataset):
         path = piece.location.local_path()
         points, cells = vtk_xml_field_names(path, piece.format, piece.location.url)
         if field not in points:
-            raise InputError(f"{self.source} time step {step}",
-                             f"field {field!r} is missing (this step has: {', '.join(sorted(points + cells)) or 'none'})",
-                             "drop it from the recipe's 'fields', or fix the input")
+            raise InputError(piece.location.url, f"has no point field {field!r}, which the first time step of "
+                             f"{self.location.name} has (this is time step {step}; it has: "
+                             f"{', '.join(sorted(points + cells)) or 'none'})",
+                             "re-export that time step, or drop the field from the recipe's 'fields'")
         return vti_volume(path, field, name=piece.location.url, chunk_bytes=chunk_bytes)
 
     def _read_piece(self, piece: SeriesPiece, step: int, fields: list[str] | None) -> pyvista.DataSet:

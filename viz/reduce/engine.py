@@ -295,18 +295,4 @@ def header_summary(dataset: Dataset) -> DatasetSummary:
 
     Field ranges are unknown here: (nan, nan).
     """
-    fields = []
-    volume = None
-    for name in dataset._field_names()[0]:
-        volume = dataset.volume(0, name)
-        fields.append(FieldSummary(name, "point", volume.components, volume.data.dtype.name,
-                                   (float("nan"), float("nan"))))
-    assert volume is not None
-    dims = volume.dimensions
-    n_points = dims[0] * dims[1] * dims[2]
-    return DatasetSummary(
-        source=dataset.source, format=dataset.format, kind="ImageData", fields=fields,
-        bounds=volume.bounds, dimensions=dims,  # type: ignore[arg-type]
-        n_points=n_points, n_cells=max(dims[0] - 1, 1) * max(dims[1] - 1, 1) * max(dims[2] - 1, 1),
-        time_values=list(dataset.time_values), nbytes=dataset.nbytes,
-    )
+    return dataset.summary(ranges=False)
