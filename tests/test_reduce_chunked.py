@@ -4,6 +4,7 @@ by VTK/NumPy on data that fits in memory (isosurface area and volume, seams, sta
 from __future__ import annotations
 
 import json
+import math
 
 import dask
 import dask.array as da
@@ -365,6 +366,37 @@ steps: [{coarsen: {factor: 3}}, {contour: {field: f, values: [2.0]}}]
     coarse = kernels.coarsen(whole, 3)
     np.testing.assert_array_equal(volume["f"], coarse["f"])
     assert pv.read(data.layers[0].files[0]).area == pytest.approx(kernels.contour(coarse, "f", [2.0]).area, rel=1e-3)
+
+
+@pytest.mark.parametrize("level", [0, 6])
+def test_a_vtkhdf_volume_is_written_chunk_by_chunk_by_many_tasks_and_vtk_reads_it(dask_client, zarr_store,
+                                                                                  tmp_path, level):
+    """No task holds the reduced volume: each chunk (a crop makes them uneven, so they are regridded first)
+    is deflated by its own task and put into the one file in turn."""
+    recipe = Recipe.from_dict({"fields": ["f", "g"], "output": {"format": "vtkhdf", "compression": "zlib",
+                                                                  "level": level} if level else {"format": "vtkhdf"},
+                               "steps": [{"crop": {"bounds": [-0.9, 1.3, 0.6, 3.0, 2.1, 3.0]}}]})
+    dataset = open_dataset(zarr_store)
+    plan_volume = crop_volume(dataset.volume(0, "f", chunk_bytes=40_000), [-0.9, 1.3, 0.6, 3.0, 2.1, 3.0])
+    assert len(set(plan_volume.data.chunks[0])) > 1  # uneven chunks: the first is cut by the crop
+    data = reduce_dataset(zarr_store, recipe, tmp_path, client=dask_client, chunk_bytes=40_000)
+
+    import h5py
+
+    path = data.volume_files[0]
+    with h5py.File(path) as f:
+        stored = f["VTKHDF/PointData/f"]
+        assert stored.chunks is not None and math.prod(stored.chunks) < stored.size  # many chunks, one file
+        assert stored.compression == ("gzip" if level else None)
+    volume = pv.read(path)  # VTK's own reader
+    reference = kernels.crop(dataset.read(0), [-0.9, 1.3, 0.6, 3.0, 2.1, 3.0])
+    assert volume.dimensions == reference.dimensions and np.allclose(volume.origin, reference.origin)
+    np.testing.assert_array_equal(volume["f"], reference["f"])
+    np.testing.assert_array_equal(volume["g"], reference["g"])
+    assert not list(path.parent.glob(".*"))  # no lock or partial file left behind
+    last = kernels.crop(dataset.read(2), [-0.9, 1.3, 0.6, 3.0, 2.1, 3.0])  # ranges span every kept step
+    f_range = next(f for f in data.manifest["fields"] if f["name"] == "f")["range"]
+    assert f_range == pytest.approx([float(reference["f"].min()), float(last["f"].max())])
 
 
 def test_recipe_errors_for_the_new_steps_name_the_step_the_key_and_the_allowed_values():

@@ -128,11 +128,21 @@ def write_block(path: str | Path, layout: VtiLayout, name: str, block: np.ndarra
     target[z:z + block.shape[0], y:y + block.shape[1], x:x + block.shape[2]] = block
     target.flush()
     del target
-    values = block if block.ndim == 3 else np.linalg.norm(block.astype(np.float64), axis=3)
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (math.inf, -math.inf)
+    lo, hi = value_range(block)
     return lo, hi, int(block.nbytes)
 
 
-__all__ = ["VtiLayout", "create_vti", "write_block"]
+def value_range(block: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values of ``block`` [z, y, x(, c)] (a vector's magnitude); (inf, -inf) if none.
+
+    Example:
+        >>> value_range(np.array([[[1.0, np.nan, 3.0]]]))
+        (1.0, 3.0)
+    """
+    values = block if block.ndim == 3 else np.linalg.norm(block.astype(np.float64), axis=3)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if values.size else (math.inf, -math.inf)
+
+
+__all__ = ["VtiLayout", "create_vti", "value_range", "write_block"]

@@ -10,8 +10,10 @@ statistics record. Each returns a small JSON-able fragment; :func:`assemble`
 turns the fragments into the per-step records of :mod:`.worker_tasks`.
 
 Peak memory per worker is a few chunks, not a time step: no task ever holds a
-whole field unless the output is compressed or VTKHDF (then the *reduced*
-volume is gathered into one file by one task). An isosurface (VTK XML output,
+whole field. VTKHDF volumes are deflated chunk by chunk by their own tasks
+and put into one file in turn (:mod:`.vtkhdf_volume`); only compressed VTK
+XML, whose compressed blocks are numbered over the whole array, gathers the
+*reduced* volume into one task. An isosurface (VTK XML output,
 no decimate or clip after it) is written in pieces, one task per block of
 chunks (:func:`.chunked_contour.contour_pieces`), listed by a .pvtp; one that
 fits in one piece, or that a decimate or clip needs whole, is merged by one
@@ -43,6 +45,7 @@ from .layer_steps import apply_layer_step
 from .output_files import write_mesh
 from .volume_file import VtiLayout, create_vti, write_block
 from .vtk_xml import write_pvtp
+from .vtkhdf_volume import VtkhdfLayout, create_vtkhdf, regular_chunks, remove_lock, write_vtkhdf_block
 from .worker_tasks import ReducePlan, step_nbytes
 
 
@@ -181,7 +184,9 @@ def _volume_outputs(plan: ReducePlan, volumes: dict[str, ChunkedVolume], positio
     stem = Path(plan.work_dir) / f"volume_{position:06d}"
     output = plan.recipe.output
     streamed = output is None or (output.format == "vtk-xml" and output.compression in (None, "none"))
-    if not streamed:
+    if output is not None and output.format == "vtkhdf":
+        return _vtkhdf_volume_outputs(volumes, f"{stem}.vtkhdf", output, position)
+    if not streamed:  # compressed VTK XML: its blocks are numbered over the whole array
         images = {n: v.data for n, v in volumes.items()}
         return [dask.delayed(_write_whole_volume, pure=True)(
             images, first.origin, first.spacing, str(stem), output, position)]
@@ -197,6 +202,32 @@ def _volume_outputs(plan: ReducePlan, volumes: dict[str, ChunkedVolume], positio
             outputs.append(dask.delayed(_write_block_after, pure=True)(
                 created, layout, name, block, (z0, y0, x0), position))
     return outputs
+
+
+def _vtkhdf_volume_outputs(volumes: dict[str, ChunkedVolume], path: str, output: Any, position: int) -> list[Any]:
+    """One task per chunk and field, each deflating its chunk and writing it into one VTKHDF file."""
+    first = next(iter(volumes.values()))
+    data = {n: v.data.rechunk(regular_chunks(v.data.shape, first.data.chunks[:3] + v.data.chunks[3:]))
+            for n, v in volumes.items()}
+    chunk = tuple(max(c) for c in next(iter(data.values())).chunks[:3])
+    layout = VtkhdfLayout.plan({n: (d.shape, d.dtype) for n, d in data.items()}, chunk, first.origin,
+                               first.spacing, 0 if output.compression in (None, "none") else output.level)
+    created = dask.delayed(create_vtkhdf, pure=True)(path, layout)
+    outputs = []
+    for name, values in data.items():
+        blocks = values.to_delayed(optimize_graph=False).reshape(-1)
+        for block, (z0, _, y0, _, x0, _) in zip(blocks, block_starts(values.chunks)):
+            outputs.append(dask.delayed(_write_vtkhdf_block_after, pure=True)(
+                created, layout, name, block, (z0, y0, x0), position))
+    return outputs
+
+
+def _write_vtkhdf_block_after(path: str, layout: VtkhdfLayout, name: str, block: np.ndarray,
+                              start: tuple[int, int, int], position: int) -> dict[str, Any]:
+    lo, hi, _ = write_vtkhdf_block(path, layout, name, block, start)
+    return {"position": position, "what": "volume-block", "field": name, "file": Path(path).name,
+            "range": [lo, hi], "components": 1 if np.asarray(block).ndim == 3 else int(block.shape[3]),
+            "dtype": next(d for n, _, d in layout.arrays if n == name)}
 
 
 def _write_block_after(path: Path, layout: VtiLayout, name: str, block: np.ndarray,
@@ -262,6 +293,8 @@ def assemble(plan: ReducePlan, fragments: list[dict[str, Any]], geometry: list[d
                 for name, (lo, hi), components, dtype in fragment["fields"]:
                     ranges[name] = {"association": "point", "components": components, "dtype": dtype,
                                     "range": [lo, hi]}
+        if volume_file:
+            remove_lock(work_dir / volume_file)  # the VTKHDF writers' turn-taking lock, if any
         for entry in ranges.values():
             if entry["range"][0] > entry["range"][1]:
                 entry["range"] = [math.nan, math.nan]
