@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
-import io
+import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
 from prefect_hpcviz.viz.errors import LaunchError
 from prefect_hpcviz.viz.gateway import EmbeddedGateway
+from tests.helpers import free_port, is_rendered
 
 ECHO = Path(__file__).parent / "apps" / "echo_server.py"
 NO_DIRECT_REPORTS = r"^reverse-mode-only\.invalid$"  # no server can report a host matching this
@@ -231,9 +230,7 @@ def test_stopping_a_session_closes_its_tunnel_and_the_server_exits(gateway, clie
 
 
 def test_a_restarted_gateway_takes_the_running_servers_reverse_connections_back(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # the servers dial the same internal URL again
+    port = free_port()  # the servers dial the same internal URL again
     settings = dict(state_dir=tmp_path / "state", port=port, allowed_backend_hosts=NO_DIRECT_REPORTS,
                     launch_timeout_s=30, poll_interval_s=60)  # fmt: skip
     first = EmbeddedGateway(**settings).start()
@@ -253,6 +250,42 @@ def test_a_restarted_gateway_takes_the_running_servers_reverse_connections_back(
                    15, "the server exits")  # fmt: skip
 
 
+def test_a_request_right_after_a_restart_waits_for_the_server_to_dial_back(tmp_path, caplog):
+    """The restarted gateway knows the session only at the old process's loopback port; a request
+    arriving before the server dials again waits for it instead of ending the session."""
+    caplog.set_level(logging.INFO, logger="prefect_hpcviz.viz.gateway.launch")
+    port = free_port()
+    settings = dict(state_dir=tmp_path / "state", port=port, allowed_backend_hosts=NO_DIRECT_REPORTS,
+                    launch_timeout_s=30, poll_interval_s=60, reverse_redial_s=60)  # fmt: skip
+    first = EmbeddedGateway(**settings).start()
+    reg = first.client().register("/d", launcher=echo_launcher(), warm=True)
+    session = first.client().wait_ready(reg.id, timeout=30)
+    server = psutil.Process(job_pid(session["job_id"]))
+    frozen = [server, *server.children(recursive=True)]
+    for process in frozen:
+        process.suspend()  # it cannot dial the next gateway until it is resumed
+    try:
+        first.stop(stop_sessions=False)
+        with EmbeddedGateway(**settings) as second:
+            tab = Tab(second, reg.link)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(tab.get, "after-restart")
+                wait_until(lambda: any("waiting up to" in r.getMessage() and session["id"] in r.getMessage()
+                                       for r in caplog.records), 20, "the request waits for the dial-back")
+                for process in frozen:
+                    process.resume()
+                answer = pending.result(timeout=60)
+            assert answer.status_code == 200 and answer.json()["raw_path"] == "/after-restart"
+            now = second.client().get(reg.id)["session"]
+            assert now["id"] == session["id"] and now["state"] == "ready"
+            assert now["port"] == second.parts.tunnels.port_of(session["id"])
+            second.client().revoke(reg.id)
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+
+
 def test_reverse_must_be_true_or_false(client):
     with pytest.raises(Exception) as info:
         client.register("/d", launcher={"kind": "local", "options": {"reverse": "yes"}})
@@ -268,19 +301,13 @@ def test_serve_reverse_without_a_report_url_says_what_to_give(small_reduced):
 
 
 # ----------------------------------------------------------------- browser
-def _is_rendered(png: bytes) -> bool:
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
-    distinct = len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0))
-    return float(pixels.std()) > 10 and distinct > 50
-
-
 def render_in_chromium(browser, link: str) -> None:
     page = browser.new_page()
     try:
         page.goto(link)
         page.wait_for_function(VIEW_IMAGE_READY, timeout=120_000)
         view = page.locator("#hpcviz-view")
-        wait_until(lambda: _is_rendered(view.screenshot()), 30, "a rendered image in the view")
+        wait_until(lambda: is_rendered(view.screenshot()), 30, "a rendered image in the view")
     finally:
         page.close()
 

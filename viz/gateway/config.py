@@ -51,6 +51,9 @@ class GatewayConfig:
         hold_first_page_s: how long the page request that starts a server waits
             for it before answering with the waiting page; a server that is ready
             by then (a standby) is shown at once, saving the waiting page's reload.
+        reverse_redial_s: after a gateway restart, how long a request to a
+            reverse-mode session waits for its server to dial the new process
+            before the session counts as ended (servers dial again within ~1 s).
         allowed_backend_hosts: regex a ready report's host must match (SSRF guard).
         default_launcher: ``{"kind", "options"}`` used when a registration gives none.
         poll_interval_s: how often jobs are checked and idle sessions culled.
@@ -90,6 +93,7 @@ class GatewayConfig:
     idle_timeout_s: float = 900.0
     launch_timeout_s: float = 120.0
     hold_first_page_s: float = 1.5
+    reverse_redial_s: float = 10.0
     allowed_backend_hosts: str = LOOPBACK_HOSTS
     default_launcher: dict[str, Any] = field(default_factory=lambda: {"kind": "local", "options": {}})
     poll_interval_s: float = 5.0

@@ -14,6 +14,7 @@ through the environment (``HPCVIZ_SESSION_KEY``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import json
@@ -207,6 +208,7 @@ class SessionManager:
         self.reconciliations = 0  # reap_forgotten_jobs() passes that asked the backends
         self._host_re = re.compile(config.allowed_backend_hosts)
         self.on_session_end: list[Callable[[str], None]] = []  # called with the id of a session that ended
+        self._dialed: dict[str, asyncio.Event] = {}  # reverse sessions whose server dialed this process
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -521,6 +523,8 @@ class SessionManager:
             )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ReadyRejected(400, f"port {port!r} is not a TCP port number")
+        if via_tunnel:
+            self._dialed.setdefault(session_id, asyncio.Event()).set()
         if via_tunnel and session.state == READY:
             return self._update(session_id, host=host, port=port)
         if session.state not in (QUEUED, STARTING):
@@ -556,6 +560,24 @@ class SessionManager:
         if backend is not None and session.job_id:
             await self._stop_job(backend, session.job_id)
         return session
+
+    async def dialed_back(self, viz: Visualization, session: Session) -> Session:
+        """``session``, once its server has dialed this gateway process (reverse mode), or as it is.
+
+        A gateway restarted while a reverse-mode server runs finds the session
+        ready at the *old* process's loopback port until the server dials
+        again (within about a second). A request arriving first waits for that,
+        up to ``reverse_redial_s``, instead of ending the session.
+        """
+        reverse = bool((viz.launcher.get("options") or {}).get("reverse"))
+        event = self._dialed.setdefault(session.id, asyncio.Event()) if reverse else None
+        if event is None or event.is_set() or session.state != READY:
+            return session
+        log.info("session %s: waiting up to %.0f s for its server to dial back", session.id,
+                 self.config.reverse_redial_s)  # fmt: skip
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), self.config.reverse_redial_s)
+        return self.registry.get_session(session.id) or session
 
     async def backend_lost(self, session_id: str, detail: str) -> Session | None:
         """The proxy could not reach a ready session: record why it stopped."""
@@ -728,6 +750,7 @@ class SessionManager:
             for hook in self.on_session_end:
                 hook(session_id)
             self._ready.pop(session_id, None)
+            self._dialed.pop(session_id, None)
             self._jobs.pop(session_id, None)
             limit = self._time_limits.get(session_id)
             if limit is not None and limit is not asyncio.current_task():  # the task ends itself

@@ -294,6 +294,7 @@ class ViewerRoutes:
         tail, query = split_raw_path(request)
         session = self.sessions.current(viz.id)
         if session is not None and session.state == READY:
+            session = await self.sessions.dialed_back(viz, session)  # reverse mode, right after a restart
             try:
                 return await self._proxy(request, viz, session, tail, query)
             except BackendUnavailable as exc:
