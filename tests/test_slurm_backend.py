@@ -129,6 +129,20 @@ async def test_stop_cancels_the_job_and_its_processes_are_gone(slurm_cluster, tm
 
 
 @pytest.mark.slurm
+async def test_gateways_sharing_a_folder_list_only_their_own_jobs(slurm_cluster, tmp_path):
+    """A gateway's reaper stops the jobs list_jobs gives it: another gateway's must never be among them."""
+    mine, theirs = (SlurmBackend(workdir=str(tmp_path / "jobs"), memory="256M", walltime="5", gateway_id=g)
+                    for g in ("gw-mine", "gw-theirs"))
+    job = await mine.submit(_spec(["sleep", "300"]))
+    try:
+        await wait_for(mine, job, lambda s: s.state is JobState.RUNNING)
+        assert job in await mine.list_jobs()
+        assert job not in await theirs.list_jobs()
+    finally:
+        await mine.stop(job)
+
+
+@pytest.mark.slurm
 async def test_a_request_slurm_will_never_run_fails_with_its_reason_and_sbatch_refusals_say_why(slurm_cluster, tmp_path):
     too_wide = SlurmBackend(workdir=str(tmp_path / "jobs"), cpus=slurm_cluster["cpus"] + 1, memory="256M")
     job = await too_wide.submit(_spec(["sleep", "1"]))

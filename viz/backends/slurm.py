@@ -139,6 +139,9 @@ class SlurmBackend:
             as not answering.
         retries: attempts for a Slurm query that does not answer, with backoff.
         stop_timeout_s: how long :meth:`stop` waits for the job to leave the queue.
+        gateway_id: the gateway that owns the jobs (it passes its own): jobs are
+            tagged with it and the workdir, and :meth:`list_jobs` lists only
+            those, so gateways sharing a folder never reap each other's jobs.
 
     Example:
         >>> backend = SlurmBackend(partition="debug", walltime="00:30:00", workdir="/tmp/viz-jobs")
@@ -174,6 +177,7 @@ class SlurmBackend:
         command_timeout_s: float = 30.0,
         retries: int = 3,
         stop_timeout_s: float = 40.0,
+        gateway_id: str | None = None,
     ) -> None:
         self.settings = SlurmJobSettings(
             partition=partition,
@@ -213,7 +217,9 @@ class SlurmBackend:
         self.command_timeout_s = float(command_timeout_s)
         self.retries = max(1, int(retries))
         self.stop_timeout_s = float(stop_timeout_s)
-        self.tag = "hpcviz:" + hashlib.sha256(self.workdir.encode()).hexdigest()[:12]
+        # The job comment: which gateway (and folder) a job belongs to, so a reaper lists only its own.
+        owner = self.workdir if not gateway_id else f"{self.workdir}\0{gateway_id}"
+        self.tag = "hpcviz:" + hashlib.sha256(owner.encode()).hexdigest()[:12]
         self._last: dict[str, JobStatus] = {}
         self._ended: dict[str, JobStatus] = {}
         self._env_files: dict[str, str] = {}
