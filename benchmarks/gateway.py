@@ -16,8 +16,15 @@ small aiohttp echo backend (``backend`` mode of this file) is reached three ways
 - chp:     configurable-http-proxy, route /s/<id> added through its REST API
   (``--no-include-prefix``, so the backend sees the same paths).
 
-The backend is the very process the gateway launched; direct and CHP use it too.
-The load generator is a separate process (``client`` mode, aiohttp).
+The backend is the very process the gateway launched; direct and CHP use it too
+(``--backend-loop uvloop`` runs it on uvloop, for all three alike).
+The load generator is a separate process (``client`` mode), the same for all
+three targets: by default the lean raw HTTP/1.1 and websocket client of
+``gateway_load.py`` on uvloop, which needs a fraction of the CPU per request
+that aiohttp's client needs (``--load-client aiohttp``, the earlier load
+generator). On 2 cores the load generator, the backend and the proxy share the
+CPUs, so what the load generator spends is taken from the proxy under test,
+and a heavy one pulls every ratio toward 1.
 
 Pinning (``--pin``, the default when this process may use 3 or more CPUs;
 ``--no-pin`` to let the scheduler place everything): the proxy under test,
@@ -70,6 +77,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from gateway_load import LoadError, LoadGenerator, masked_binary_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 CHP_JS = ROOT / ".bench" / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
@@ -88,6 +96,7 @@ def backend_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="gateway.py backend")
     p.add_argument("--report-url", required=True)
     p.add_argument("--max-lifetime", type=float, default=600.0, help="exit after this many seconds")
+    p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the backend's event loop")
     args, _ = p.parse_known_args(argv)
     small = b"x" * SMALL
     big = b"y" * BIG
@@ -146,7 +155,12 @@ def backend_main(argv: list[str]) -> int:
             await asyncio.sleep(0.5)
         await runner.cleanup()
 
-    asyncio.run(serve())
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
     return 0
 
 
@@ -261,6 +275,95 @@ async def ws_cell(cmd: dict) -> dict:
     return _summary(latencies, cmd["duration"], errors, len(latencies) * size, ops)
 
 
+async def raw_http_cell(cmd: dict) -> dict:
+    """Like :func:`http_cell`, with the lean load generator (raw HTTP/1.1 on uvloop)."""
+    conc, expect = cmd["conc"], cmd["expect"]
+    gen = LoadGenerator(cmd["url"], cmd["headers"])
+    request = gen.request(cmd["method"], b"z" * cmd["upload"] if cmd["upload"] else b"")
+    upload = cmd["upload"] or 0
+    latencies: list[float] = []
+    errors = nbytes = ops = 0
+    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+    start = clock() + cmd["warmup"]
+    end = start + cmd["duration"]
+
+    async def worker() -> None:
+        nonlocal errors, nbytes, ops
+        conn = None
+        while True:
+            t0 = clock()
+            try:
+                if conn is None or conn.lost:
+                    conn = await gen.connect()
+                await conn.exchange(request)
+                ok = conn.status == 200 and (expect is None or conn.got == expect)
+                if conn.headers.get(b"connection", b"").lower() == b"close":
+                    conn.transport.close()
+                    conn = None
+            except (OSError, LoadError):
+                ok = False
+            t1 = clock()
+            ops += 1
+            if t1 >= end:
+                break
+            if t1 >= start:
+                if ok:
+                    latencies.append(t1 - t0)
+                    nbytes += conn.got + upload if conn is not None else upload
+                else:
+                    errors += 1
+            if not ok:
+                if conn is not None:
+                    conn.transport.close()
+                conn = None
+                await asyncio.sleep(0.01)
+        if conn is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return _summary(latencies, cmd["duration"], errors, nbytes, ops)
+
+
+async def raw_ws_cell(cmd: dict) -> dict:
+    """Like :func:`ws_cell`, with the lean load generator (raw websocket frames on uvloop)."""
+    conc, size = cmd["conc"], cmd["size"]
+    gen = LoadGenerator(cmd["url"], cmd["headers"])
+    frame = masked_binary_frame(b"w" * size)
+    latencies: list[float] = []
+    errors = ops = 0
+    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+    sockets = await asyncio.gather(*(gen.websocket() for _ in range(conc)))
+    start = clock() + cmd["warmup"]
+    end = start + cmd["duration"]
+
+    async def worker(conn) -> None:
+        nonlocal errors, ops
+        while True:
+            t0 = clock()
+            try:
+                await conn.exchange(frame)
+                ok = conn.got == size
+            except (OSError, LoadError):
+                ok = False
+            t1 = clock()
+            ops += 1
+            if t1 >= end:
+                return
+            if t1 >= start:
+                if ok:
+                    latencies.append(t1 - t0)
+                else:
+                    errors += 1
+            if not ok:
+                return
+
+    await asyncio.gather(*(worker(conn) for conn in sockets))
+    for conn in sockets:  # a close frame (1000), then the connection
+        conn.transport.write(b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+        conn.transport.close()
+    return _summary(latencies, cmd["duration"], errors, len(latencies) * size, ops)
+
+
 class IdleSockets:
     """Holds websockets open between ``ws_open`` and ``ws_close`` commands."""
 
@@ -303,10 +406,11 @@ class IdleSockets:
         return {"closed": n}
 
 
-async def client_loop() -> None:
+async def client_loop(load_client: str) -> None:
     """Read one JSON command per stdin line, answer one JSON line each."""
     idle = IdleSockets()
-    ops = {"http": http_cell, "ws": ws_cell, "ws_open": idle.open, "ws_close": idle.close}
+    cells = {"raw": (raw_http_cell, raw_ws_cell), "aiohttp": (http_cell, ws_cell)}[load_client]
+    ops = {"http": cells[0], "ws": cells[1], "ws_open": idle.open, "ws_close": idle.close}
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -417,9 +521,9 @@ def cpu_seconds(pid: int | None) -> float:
 class Client:
     """The load generator process."""
 
-    def __init__(self) -> None:
+    def __init__(self, load_client: str = "raw") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "client"],
+            [sys.executable, __file__, "client", load_client],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -448,7 +552,8 @@ class Client:
 
 
 def start_gateway(
-    state_dir: Path, log_path: Path, wrapper: str | None = None, cpus: set[int] | None = None
+    state_dir: Path, log_path: Path, wrapper: str | None = None, cpus: set[int] | None = None,
+    backend_loop: str = "asyncio",
 ) -> tuple[subprocess.Popen, str, str, dict, dict, str]:
     """Start the gateway, register the echo backend, open its link.
 
@@ -460,7 +565,9 @@ def start_gateway(
     launcher = {
         "kind": "local",
         "options": {
-            "command": ["{python}", str(Path(__file__).resolve()), "backend", "--report-url", "{report_url}"]
+            "command": [
+                "{python}", str(Path(__file__).resolve()), "backend", "--report-url", "{report_url}", "--loop", backend_loop,
+            ]  # fmt: skip
         },
     }
     log = open(log_path, "wb")
@@ -599,7 +706,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     try:
         print("starting the gateway and the echo backend through it...", file=sys.stderr)
         gateway, gw_base, viz_id, cookie, session, admin = start_gateway(
-            tmp / "state", tmp / "gateway.log", args.gateway_script, proxy_cpus
+            tmp / "state", tmp / "gateway.log", args.gateway_script, proxy_cpus, args.backend_loop
         )
         backend = f"http://{session['host']}:{session['port']}"
         chp, chp_base = start_chp(backend, viz_id, tmp / "chp.log", proxy_cpus)
@@ -609,7 +716,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             if pids["direct"] is None:
                 raise RuntimeError("cannot pin: the echo backend's process was not found")
             pin(pids["direct"], plan["load"])
-        client = Client()
+        client = Client(args.load_client)
         results["pinning"] = {
             "load generator": pinned_to(client.proc.pid),
             "backend": pinned_to(pids["direct"]) if pids["direct"] else "?",
@@ -736,9 +843,13 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
         else "not pinned: load generator, proxy and backend share them"
     )
     flag = "" if pinning or h["cpus"] < 2 else " --no-pin"
+    flag += " --load-client aiohttp" if args.load_client == "aiohttp" else ""
+    flag += " --backend-loop uvloop" if args.backend_loop == "uvloop" else ""
+    client = "raw HTTP/websocket client on uvloop" if args.load_client == "raw" else "aiohttp client"
     print(
         f"\n`.venv/bin/python benchmarks/gateway.py --duration {args.duration:g} --rounds {args.rounds}{flag}` — loopback, {h['cpus']} CPUs, "
-        f"{where}; Python {h['python']}, aiohttp {h['aiohttp']}, node {h['node']}, CHP {h['chp']}; {results['seconds']:.0f} s."
+        f"{where}; load generator: {client}; Python {h['python']}, aiohttp {h['aiohttp']}, node {h['node']}, CHP {h['chp']}; "
+        f"{results['seconds']:.0f} s."
     )
     m = results.get("machine")
     if m:
@@ -825,7 +936,13 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "backend":
         return backend_main(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "client":
-        asyncio.run(client_loop())
+        load_client = sys.argv[2] if len(sys.argv) > 2 else "raw"
+        if load_client == "raw":  # the lean load generator runs on uvloop
+            import uvloop
+
+            uvloop.run(client_loop(load_client))
+        else:
+            asyncio.run(client_loop(load_client))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=0.8, help="seconds measured per round of a cell (default 0.8)")
@@ -834,6 +951,19 @@ def main() -> int:
     p.add_argument("--json", help="also write all figures to this file")
     p.add_argument("--only", action="append", help="run only tests whose 'NAME c=N' contains this (repeatable; skips the memory test)")
     p.add_argument("--gateway-script", help="run this script with the gateway's options instead of -m prefect_hpcviz.viz.gateway (for experiments)")
+    p.add_argument(
+        "--load-client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="load generator: raw HTTP/1.1 and websocket frames on uvloop (default; little CPU per request, "
+        "so more is left for the proxies), or aiohttp's client (as before: several times the CPU per request)",
+    )
+    p.add_argument(
+        "--backend-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the aiohttp echo backend (default asyncio's, as a trame/wslink viz server runs)",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the gateway's and CHP's logs")
     p.add_argument(
         "--pin",

@@ -1,7 +1,9 @@
 """HTTP/1.1 connections from the gateway to viz servers, kept alive and reused.
 
 The proxy's hot path: one request head written as bytes, the response head
-parsed in one pass, the body handed over as it arrives. It speaks only what
+parsed in one pass, the body handed over as it arrives (a Content-Length body
+straight from the shared read buffer to the browser's socket, see
+:meth:`UpstreamConnection.send_rest`). It speaks only what
 the proxy needs (requests it forwards, responses it streams back) and handles
 what ``shared/notes/proxy-pitfalls.md`` lists for the backend side: no
 connection limit, no total timeout (a connect timeout only), redirects and
@@ -14,6 +16,7 @@ Example:
     >>> # conn = await pool.acquire("127.0.0.1", 8080)
     >>> # conn.transport.write(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
     >>> # head = await conn.head(); whole = conn.complete_body()  # or: chunks = await conn.read()
+    >>> # or, for a Content-Length body: await conn.send_rest(browser_transport, protocol, writer, count, touch)
     >>> # pool.release(conn)
 """
 
@@ -21,12 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prefect_hpcviz.viz.gateway.metrics import ByteCount
+from prefect_hpcviz.viz.gateway.read_buffer import ReadBuffer, shared_read_buffer
 
 MAX_HEAD = 256 * 1024  # response heads larger than this are refused (browsers cap near here too)
 POOL_IDLE_S = 15.0  # idle connections are closed after this (aiohttp servers keep them 75 s)
 READ_HIGH_WATER = 512 * 1024  # body bytes buffered before reading from the viz server pauses
-VIEW_OVER = 16 * 1024  # body bytes behind a response head over this are passed on as a view, not copied
+HEAD_PROBE = 16 * 1024  # a response head is looked for in a copy of this much of a read (more if it is longer)
 
 HOP_BY_HOP = frozenset(
     {
@@ -177,13 +184,24 @@ class _ChunkedBody:
                 self.state = 1 if self.left else 3
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.BufferedProtocol):
     """One keep-alive connection to a viz server; one request at a time.
 
     After writing a request: ``await head()``, then ``complete_body()`` (the
-    whole body if it already arrived, e.g. small responses) or ``read()``
-    until it returns no more chunks.
+    whole body if it already arrived, e.g. small responses), or
+    ``send_rest(...)`` (a Content-Length body: straight from the read buffer
+    to the browser's socket, no copy, no task step per read), or ``read()``
+    until it returns no more chunks (chunked bodies, bodies until close).
+
+    The event loop reads into the shared :class:`~.read_buffer.ReadBuffer`;
+    whatever cannot be handed on at once is copied out of it.
     """
+
+    __slots__ = (
+        "pool", "key", "transport", "closed", "idle_since", "used", "_read_buffer", "_buf", "_head", "_head_waiter",
+        "_chunks", "_buffered", "_left", "_chunked", "_until_close", "_done", "_error", "_read_waiter",
+        "_reading_paused", "_writing_paused", "_drain_waiter", "_no_body", "_sink", "tail",
+    )  # fmt: skip
 
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool = pool
@@ -192,6 +210,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.used = 0  # requests started on this connection
+        self._read_buffer = shared_read_buffer()
         self._buf = b""
         self._head: ResponseHead | None = None
         self._head_waiter: asyncio.Future | None = None
@@ -207,6 +226,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiter: asyncio.Future | None = None
         self._no_body = False
+        self._sink: _BrowserSink | None = None
         self.tail = b""  # after a 101 answer: the first bytes of the new protocol
 
     # ------------------------------------------------------------ requests
@@ -223,6 +243,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._done = False
         self._error = None
         self._no_body = no_body
+        self._sink = None
         self.tail = b""
 
     async def head(self) -> ResponseHead:
@@ -240,8 +261,13 @@ class UpstreamConnection(asyncio.Protocol):
             return None
         chunks, self._chunks = self._chunks, []
         self._buffered = 0
-        # One bytes object as it arrived, else joined (a view of the first read becomes bytes here).
-        return chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def arrived(self) -> bytes:
+        """The body bytes that arrived so far and were not taken yet (then sent with the head)."""
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def read(self) -> list[bytes]:
         """Body chunks that arrived since the last call (not joined: no copy); ``[]`` at the end."""
@@ -250,14 +276,54 @@ class UpstreamConnection(asyncio.Protocol):
                 return []
             if self._error is not None:
                 raise self._error
+            self._resume()  # paused after the head, or over READ_HIGH_WATER
             self._read_waiter = asyncio.get_running_loop().create_future()
             await self._read_waiter
         chunks, self._chunks = self._chunks, []
         self._buffered = 0
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume()
         return chunks
+
+    @property
+    def streams_to_browser(self) -> bool:
+        """True when the rest of the body can go through :meth:`send_rest` (Content-Length framing)."""
+        return self._head is not None and self._chunked is None and not self._until_close
+
+    async def send_rest(self, browser: asyncio.Transport, protocol: Any, writer: Any, sent: ByteCount,
+                        on_activity: Callable[[], None]) -> int:  # fmt: skip
+        """Write the rest of a Content-Length body to the browser as it arrives; the bytes written.
+
+        ``browser`` is the browser connection's transport, ``protocol`` its
+        protocol (``writing_paused``) and ``writer`` its aiohttp writer (``await
+        drain()``); the response head must be out already. Each read goes from
+        the read buffer to the browser's socket in the event loop's read
+        callback; while the browser's socket is full, reading from the viz
+        server pauses.
+
+        Raises:
+            UpstreamError: the viz server closed the connection mid-body.
+            ConnectionResetError: the browser went away.
+        """
+        assert self.streams_to_browser
+        sink = _BrowserSink(browser, protocol, writer, sent, on_activity, asyncio.get_running_loop().create_future())
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        for chunk in chunks:  # what arrived before (copies)
+            if not sink.write(chunk):
+                break
+        if not self._done and self._error is None and not sink.lost:
+            self._sink = sink
+            self._resume()
+            self._on_browser_write()
+            try:
+                await sink.finished
+            finally:
+                self._sink = None
+        if sink.lost:
+            raise ConnectionResetError("the browser closed the connection")
+        if self._error is not None:
+            raise self._error
+        return sink.count
 
     @property
     def reusable(self) -> bool:
@@ -280,6 +346,19 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed:
             raise self._error or UpstreamError("the viz server closed the connection", before_head=False)
 
+    def hand_over(self) -> None:
+        """Forget everything once a 101 answer's new protocol has taken the transport over.
+
+        The transport may keep a reference to this object (uvloop keeps the
+        ``get_buffer`` of a protocol it replaced) for as long as the websocket
+        is open: then it holds no more than its empty slots.
+        """
+        self.transport = self.pool = self.key = None  # type: ignore[assignment]
+        self._head = None
+        self._chunks = []
+        self._buf = self.tail = b""
+        self._head_waiter = self._read_waiter = self._drain_waiter = None
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -289,43 +368,57 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer.get()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self._read_buffer.get()[:nbytes]  # valid until the next read: handed on or copied here
         if self._head is None:
             self._on_head_bytes(data)
         elif self._head.status == 101:  # until the new protocol takes the transport over
             self.tail += data
         elif not self._done:
             self._on_body(data)
-        elif data:  # bytes after a complete response: not a server to trust with another request
+        elif nbytes:  # bytes after a complete response: not a server to trust with another request
             self.close()
 
-    def _on_head_bytes(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+    def _on_head_bytes(self, data: memoryview) -> None:
+        if self._buf:
+            view = memoryview(self._buf + data)
+            buf = view.obj
+        else:
+            view = data
+            buf = bytes(data[:HEAD_PROBE])  # the head is searched in a copy of the read's start only
+        start = 0
         while True:
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", start)
             if end < 0:
-                if len(buf) > MAX_HEAD:
+                if len(buf) < len(view):  # a head longer than the probe
+                    buf = bytes(view)
+                    continue
+                if len(view) - start > MAX_HEAD:
                     self._fail(f"response head over {MAX_HEAD} bytes", before_head=True)
                     self.close()
                     return
-                self._buf = buf
+                self._buf = bytes(view[start:])
                 return
             try:
-                head = parse_response_head(buf[:end])
+                head = parse_response_head(buf[start:end])
             except ValueError as exc:
                 self._fail(f"the viz server sent an invalid response ({exc})", before_head=False)
                 self.close()
                 return
+            start = end + 4
             if 100 <= head.status < 200 and head.status != 101:
-                buf = buf[end + 4 :]
                 continue  # 100 Continue, 103 Early Hints: the final answer follows
             break
         self._buf = b""
         self._head = head
+        body = view[start:]
         if head.status == 101:  # switching protocols: the rest belongs to the new one
-            self.tail = buf[end + 4 :]
+            self.tail = bytes(body)
             self._done = True
-            buf = b""
+            body = b""
         elif self._no_body or head.status in _NO_BODY_STATUS:
             self._done = True
         elif head.chunked:
@@ -338,11 +431,14 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self._head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(buf) > end + 4:
-            # The body's first bytes (often a whole read, 256 KiB with uvloop): a view, not a copy.
-            self._on_body(memoryview(buf)[end + 4 :] if len(buf) - end > VIEW_OVER else buf[end + 4 :])
+        if body and not self._done:
+            self._on_body(body)
+        if not self._done and not self._reading_paused:
+            # The rest waits in the socket until the proxy takes it (send_rest, read):
+            # read before then, it would have to be copied out of the read buffer.
+            self._pause()
 
-    def _on_body(self, data: bytes) -> None:
+    def _on_body(self, data: memoryview | bytes) -> None:
         if self._chunked is not None:
             out: list[bytes] = []
             try:
@@ -355,7 +451,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._chunks.append(chunk)
                 self._buffered += len(chunk)
         elif self._until_close:
-            self._chunks.append(data)
+            self._chunks.append(bytes(data))
             self._buffered += len(data)
         else:
             n = len(data)
@@ -363,16 +459,48 @@ class UpstreamConnection(asyncio.Protocol):
                 data = data[: self._left]
                 n = self._left
                 self._until_close = True
-            self._chunks.append(data)
-            self._buffered += n
             self._left -= n
             if self._left == 0:
                 self._done = True
+            sink = self._sink
+            if sink is not None:
+                if sink.write(data, self._read_buffer):
+                    self._on_browser_write()
+                if self._done or sink.lost:
+                    sink.end()
+                return
+            self._chunks.append(bytes(data))
+            self._buffered += n
         if self._buffered > READ_HIGH_WATER and not self._done and not self._reading_paused:
-            self._reading_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            self._pause()
         self._wake_reader()
+
+    def _on_browser_write(self) -> None:
+        """Pause reading from the viz server while the browser's socket is full."""
+        sink = self._sink
+        if sink is not None and sink.protocol.writing_paused and not self._reading_paused and not self._done:
+            self._pause()
+            asyncio.ensure_future(self._resume_when_drained(sink))
+
+    async def _resume_when_drained(self, sink: "_BrowserSink") -> None:
+        try:
+            await sink.writer.drain()
+        except ConnectionError:
+            sink.lost = True
+            sink.end()
+            return
+        if self._sink is sink:
+            self._resume()
+
+    def _pause(self) -> None:
+        self._reading_paused = True
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -385,6 +513,8 @@ class UpstreamConnection(asyncio.Protocol):
         for waiter in (self._head_waiter, self._read_waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+        if self._sink is not None:
+            self._sink.end()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -410,6 +540,42 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class _BrowserSink:
+    """Where :meth:`UpstreamConnection.send_rest` writes: the browser's transport, counted."""
+
+    __slots__ = ("transport", "protocol", "writer", "sent", "on_activity", "finished", "count", "lost")
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any, writer: Any, sent: ByteCount,
+                 on_activity: Callable[[], None], finished: asyncio.Future) -> None:  # fmt: skip
+        self.transport = transport
+        self.protocol = protocol
+        self.writer = writer
+        self.sent = sent
+        self.on_activity = on_activity
+        self.finished = finished
+        self.count = 0
+        self.lost = False
+
+    def write(self, data: memoryview | bytes, read_buffer: ReadBuffer | None = None) -> bool:
+        """Write (a view of ``read_buffer``, or bytes); False if the browser is gone."""
+        if self.transport.is_closing():
+            self.lost = True
+            return False
+        if read_buffer is not None:
+            read_buffer.forward(self.transport, data)
+        else:
+            self.transport.write(data)
+        n = len(data)
+        self.count += n
+        self.sent.n += n
+        self.on_activity()
+        return True
+
+    def end(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 class UpstreamPool:

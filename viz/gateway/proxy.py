@@ -8,7 +8,11 @@ against configurable-http-proxy (``benchmarks/gateway.py``):
   cookies passed through, hop-by-hop headers dropped both ways, nothing added
   and nothing decompressed, the raw path and query byte for byte, bodies
   streamed both ways. A response that has fully arrived with its head (most
-  of a viz app's requests) is answered in one write.
+  of a viz app's requests) is answered in one write; a larger Content-Length
+  body goes from the one read buffer the event loop reads into
+  (:mod:`~prefect_hpcviz.viz.gateway.read_buffer`) straight to the browser's
+  socket, in the read callback: no copy, no task step per read, and reading
+  from the viz server pauses while the browser's socket is full.
 - Websockets: the gateway connects to the viz server first, then accepts the
   browser with the subprotocol the server chose; after that
   :class:`~prefect_hpcviz.viz.gateway.ws_relay.WebSocketRelay` passes frames
@@ -207,7 +211,12 @@ class ReverseProxy:
         async def send_body(conn: UpstreamConnection) -> None:
             assert body is not None and conn.transport is not None
             counted = self.traffic.http_to_backend
-            while chunk := await body.readany():
+            while True:
+                chunk, _ = await body.readchunk()  # one piece as the parser gave it (readany joins: a copy)
+                if not chunk:
+                    if body.at_eof():
+                        break
+                    continue  # the end of a chunk of a chunked upload
                 counted.n += len(chunk)
                 if chunked:
                     conn.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
@@ -234,19 +243,32 @@ class ReverseProxy:
         return await self._stream(request, conn, upstream.status, upstream.reason, headers, whole, sender, on_activity)
 
     async def _stream(self, request, conn, status, reason, headers, first, sender, on_activity) -> web.StreamResponse:
-        """Send the response head, then the body as it arrives."""
+        """Send the response head, then the body as it arrives.
+
+        A Content-Length body goes from the read buffer straight to the
+        browser's socket (:meth:`UpstreamConnection.send_rest`); chunked bodies
+        and bodies that end when the server closes are read and written here.
+        """
         response = web.StreamResponse(status=status, reason=reason, headers=headers)
         sent = self.traffic.http_to_client
         try:
-            await response.prepare(request)
+            writer = await response.prepare(request)
+            first = first or conn.arrived()
             if first:
-                await response.write(first)
+                await response.write(first)  # with the head, in one write
                 sent.n += len(first)
-            while chunks := await conn.read():
-                for chunk in chunks:
-                    await response.write(chunk)
-                    sent.n += len(chunk)
-                on_activity()
+            if conn.streams_to_browser and writer is not None and request.transport is not None:
+                if not first and hasattr(writer, "send_headers"):
+                    writer.send_headers()  # aiohttp >= 3.12 holds the head back until the first body write
+                writer.output_size += await conn.send_rest(
+                    request.transport, request.protocol, writer, sent, on_activity
+                )
+            else:
+                while chunks := await conn.read():
+                    for chunk in chunks:
+                        await response.write(chunk)
+                        sent.n += len(chunk)
+                    on_activity()
             await response.write_eof()
         except (UpstreamError, ConnectionError) as exc:
             # Either side went away mid-body; the status line is out, so cut the connection.
@@ -388,6 +410,7 @@ class ReverseProxy:
             relay.data_received(conn.tail)
         if conn.closed:
             relay.connection_lost(None)
+        conn.hand_over()
         protocol.set_parser(relay)  # the browser's bytes now go to the relay
         protocol.keep_alive(False)
         return response, relay

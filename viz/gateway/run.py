@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from prefect_hpcviz.viz.errors import HpcvizError, InputError
+from prefect_hpcviz.viz.gateway.allocator import keep_freed_memory
 from prefect_hpcviz.viz.gateway.app import RedactingAccessLogger, create_app
 from prefect_hpcviz.viz.gateway.config import GatewayConfig, read_config_file
 
@@ -24,6 +25,7 @@ def run_gateway(config: GatewayConfig) -> None:
         >>> # run_gateway(GatewayConfig(host="0.0.0.0", port=8765,
         >>> #                           public_url="https://viz.example.org"))
     """
+    keep_freed_memory()  # the gateway process is the proxy's own: large buffers stay mapped (allocator.py)
     _run(_serve(config))
 
 
