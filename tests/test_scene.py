@@ -91,6 +91,20 @@ def test_a_plain_dataset_is_shown_whole(session_dir, plotter):
     assert image(plotter).std() > 5
 
 
+def test_a_resized_window_gets_its_text_laid_out_again_inside_the_picture(small_reduced, plotter):
+    scene = build_scene(plotter, small_reduced)
+    plotter.ren_win.SetSize(240, 150)  # as the browser resizes the explorer's view
+    plotter.render()
+    with_text = image(plotter)
+    scene.annotations.set_visible(False)
+    plotter.render()
+
+    text = np.abs(with_text - image(plotter)).max(axis=2) > 24
+    assert scene.annotations.layout.width == 240 and text.shape == (150, 240)
+    assert text[:40, :60].any() and text[:, -30:].any()  # the time label, the colour legend
+    assert not (text[:2].any() or text[-2:].any() or text[:, :2].any() or text[:, -2:].any())
+
+
 def test_unknown_field_colormap_or_step_names_what_is_allowed(small_reduced, plotter):
     scene = build_scene(plotter, small_reduced)
     with pytest.raises(InputError, match="pressure, velocity"):

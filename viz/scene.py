@@ -33,8 +33,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyvista as pv  # noqa: E402
-from vtkmodules.vtkRenderingCore import vtkTextActor  # noqa: E402
 
+from prefect_hpcviz.viz.annotations import ViewAnnotations  # noqa: E402
 from prefect_hpcviz.viz.errors import InputError  # noqa: E402
 
 COLORMAPS: tuple[str, ...] = ("viridis", "plasma", "inferno", "coolwarm", "turbo", "gray")
@@ -132,6 +132,8 @@ class Scene:
         scalar_range: the colour range, or None for the field's whole range.
         extra_contours: iso-values drawn besides ``contour_value`` (a view
             preset's further contour values; the slider moves only the first).
+        annotations: the time label and colour legend (``ViewAnnotations``),
+            laid out for the plotter's window size.
     """
 
     def __init__(
@@ -176,28 +178,7 @@ class Scene:
             )
             for layer in self.layers
         ]
-        self.scalar_bar = plotter.add_scalar_bar(
-            title=self.field or " ",
-            mapper=self._main.mapper,
-            color="white",
-            n_labels=5,
-            fmt="%.3g",
-            title_font_size=14,
-            label_font_size=12,
-            vertical=True,
-            position_x=0.88,
-            position_y=0.1,
-            width=0.07,
-            height=0.68,
-        )
-        self.scalar_bar.SetLookupTable(self.lut)
-        self.scalar_bar.SetVerticalTitleSeparation(8)
-        self._time_text = vtkTextActor()
-        self._time_text.GetTextProperty().SetFontSize(14)
-        self._time_text.GetTextProperty().SetColor(0.85, 0.9, 0.97)
-        self._time_text.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
-        self._time_text.SetPosition(0.02, 0.94)
-        plotter.add_actor(self._time_text, reset_camera=False, name="time", render=False)
+        self.annotations = ViewAnnotations(plotter, self.lut)
 
         self._refresh(volume=True)
         self.reset_camera()
@@ -299,9 +280,9 @@ class Scene:
         info = self.field_info()
         lo, hi = self.scalar_range or (info.range if info else (0.0, 1.0))
         self.lut.scalar_range = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
-        self.scalar_bar.SetTitle(self.field or " ")
-        self.scalar_bar.SetVisibility(info is not None)
-        self._time_text.SetInput(f"t = {self.time_values[self.step]:g}")
+        self.annotations.update(
+            title=self.field, time=f"t = {self.time_values[self.step]:g}", legend=info is not None
+        )
         if volume:
             self._outline.mapper.SetInputData(vol.outline())
             for layer, actor in zip(self.layers, self._layer_actors):

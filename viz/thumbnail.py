@@ -29,6 +29,7 @@ def render_thumbnail(
     field: str | None = None,
     cmap: str = "viridis",
     view: Any = None,
+    annotations: bool = True,
 ) -> bytes:
     """Render the first view of a dataset to PNG bytes, offscreen.
 
@@ -44,6 +45,8 @@ def render_thumbnail(
         cmap: colormap name.
         view: a ``ViewPreset`` (or its dict) applied after the above, so the
             thumbnail shows what the app opens with the same preset.
+        annotations: draw the time label and the colour legend (sized to fit
+            the picture); False for the 3D scene alone.
 
     Returns:
         The PNG file's bytes.
@@ -65,6 +68,7 @@ def render_thumbnail(
         if view is not None:
             preset = view if isinstance(view, ViewPreset) else ViewPreset.from_dict(view)
             apply_view(scene, preset)
+        scene.annotations.set_visible(annotations)
         pixels = plotter.screenshot(return_img=True, transparent_background=False)
     finally:
         plotter.close()
