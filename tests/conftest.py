@@ -189,14 +189,6 @@ def _close_adlfs_clients() -> None:
                     pass
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def azurite(session_dir: Path):
     """Azurite's blob service on a free port for the whole session; stopped at the end."""
@@ -206,12 +198,14 @@ def azurite(session_dir: Path):
     import subprocess
     import time
 
+    from tests.helpers import free_port
+
     require(shutil.which("node") is not None, "Node.js", "apt-get install nodejs npm (scripts/setup.sh does)")
     require(AZURITE_BLOB.exists(), "Azurite", "npm install --prefix .bench azurite (scripts/setup.sh does)")
     require(importlib.util.find_spec("adlfs") is not None, "adlfs", "pip install -e '.[azure]' (scripts/setup.sh does)")
 
     workspace = Path(tempfile.mkdtemp(prefix="azurite-", dir=session_dir))
-    port = _free_port()
+    port = free_port()
     log = open(workspace / "azurite.log", "wb")
     process = subprocess.Popen(
         [str(AZURITE_BLOB), "--skipApiVersionCheck", "--disableTelemetry", "--silent", "--blobHost", "127.0.0.1",

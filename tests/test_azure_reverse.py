@@ -11,15 +11,12 @@ runs on a real Prefect API; the view renders in Chromium.
 from __future__ import annotations
 
 import html
-import io
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from azure_batch_double import BatchDouble  # noqa: E402
@@ -27,6 +24,7 @@ from azure_batch_double import BatchDouble  # noqa: E402
 from prefect_hpcviz.blocks import AzureBatchDaskCluster, AzureBatchLauncher, VizGateway  # noqa: E402
 from prefect_hpcviz.viz.errors import LaunchError  # noqa: E402
 from prefect_hpcviz.viz.gateway import EmbeddedGateway  # noqa: E402
+from tests.helpers import is_rendered  # noqa: E402
 
 NO_DIRECT_REPORTS = r"^reverse-mode-only\.invalid$"  # no server can report a host matching this
 KEY_ENV = "HPCVIZ_TEST_BATCH_KEY"  # the gateway reads the Batch key from its own environment
@@ -96,11 +94,6 @@ def test_a_batch_task_reached_only_through_the_reverse_connection_serves_and_sto
         assert gateway.parts.tunnels.port_of(session["id"]) is None
 
 
-def _is_rendered(png: bytes) -> bool:
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
-    return float(pixels.std()) > 10 and len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)) > 50
-
-
 @pytest.mark.azurite
 @pytest.mark.browser
 def test_blob_dataset_reduced_on_batch_dask_served_by_a_batch_task_through_the_reverse_connection_renders(
@@ -137,7 +130,7 @@ def test_blob_dataset_reduced_on_batch_dask_served_by_a_batch_task_through_the_r
         page.click("#open")
         page.wait_for_function(VIEW_IMAGE_READY, timeout=180_000)
         deadline = time.monotonic() + 30
-        while not _is_rendered(png := page.locator("#hpcviz-view").screenshot()):
+        while not is_rendered(png := page.locator("#hpcviz-view").screenshot()):
             assert time.monotonic() < deadline, "the view never showed a rendered image"
         (tmp_path / "batch-reverse-view.png").write_bytes(png)
         page.close()

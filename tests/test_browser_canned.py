@@ -8,17 +8,13 @@ test (to docs/images when HPCVIZ_SCREENSHOTS=docs, to the test's tmp dir otherwi
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import socket
 import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
@@ -27,26 +23,12 @@ from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.flows import regenerate_canned
 from prefect_hpcviz.viz.datasets import write_synthetic
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
+from tests.helpers import free_port, is_rendered
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 VIEW_IMAGE_READY = "() => { const i = document.querySelector('#hpcviz-view img'); return !!i && i.naturalWidth > 0 }"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
-
-
-def _is_rendered(png: bytes) -> bool:
-    pixels = _pixels(png)
-    return float(pixels.std()) > 10 and len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)) > 50
 
 
 def _wait_until(condition, timeout: float, what: str):
@@ -69,7 +51,7 @@ def _keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=_free_port(), timeout_s=180) as server:
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
         yield server
         flush_prefect_logs_and_events()
 
@@ -147,6 +129,6 @@ def test_click_a_gallery_thumbnail_and_the_canned_view_opens_with_its_preset(
         assert "coolwarm" in app.locator("[data-testid=cmap-select]").inner_text(), "the preset's colormap"
         assert "pressure" in app.locator("[data-testid=field-select]").inner_text()
         view = app.locator("#hpcviz-view")
-        _wait_until(lambda: _is_rendered(view.screenshot()), 30, "a rendered image")
+        _wait_until(lambda: is_rendered(view.screenshot()), 30, "a rendered image")
         _keep_picture(app.screenshot(), "canned-view.png", tmp_path)
         context.close()

@@ -9,16 +9,13 @@ HPCVIZ_SCREENSHOTS=docs, to the test's tmp dir otherwise).
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
@@ -26,28 +23,12 @@ from prefect_hpcviz.cli.prefect_server import LocalPrefectServer
 from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.flows import visualize_simulation
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
+from tests.helpers import free_port, is_rendered, pixels
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 VIEW_IMAGE_READY = "() => { const i = document.querySelector('#hpcviz-view img'); return !!i && i.naturalWidth > 0 }"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
-
-
-def _is_rendered(png: bytes) -> bool:
-    """A rendered scene: many distinct colours and real contrast, not a flat fill."""
-    pixels = _pixels(png)
-    distinct = len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0))
-    return float(pixels.std()) > 10 and distinct > 50
 
 
 def _wait_until(condition, timeout: float, what: str):
@@ -70,7 +51,7 @@ def _keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=_free_port(), timeout_s=180) as server:
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
         yield server
         flush_prefect_logs_and_events()
 
@@ -118,7 +99,7 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         assert app.url.startswith(f"{gateway.url}/s/{publication.viz_id}/")
         assert app.locator("#hpcviz-title").inner_text() == "Browser test run", "the app shows the registered title"
         view = app.locator("#hpcviz-view")
-        first = _wait_until(lambda: (lambda png: png if _is_rendered(png) else None)(view.screenshot()), 30, "a rendered image")
+        first = _wait_until(lambda: (lambda png: png if is_rendered(png) else None)(view.screenshot()), 30, "a rendered image")
         _keep_picture(app.screenshot(), "explorer-view.png", tmp_path)
 
         label = app.locator("#hpcviz-time-label")
@@ -127,7 +108,7 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         app.keyboard.press("ArrowRight")
         _wait_until(lambda: label.inner_text() != before, 15, "the time label to move on")
         changed = _wait_until(
-            lambda: (lambda png: png if _is_rendered(png) and np.abs(_pixels(png) - _pixels(first)).mean() > 0.5 else None)(
+            lambda: (lambda png: png if is_rendered(png) and np.abs(pixels(png) - pixels(first)).mean() > 0.5 else None)(
                 view.screenshot()
             ),
             20,

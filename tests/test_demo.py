@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ import time
 import httpx
 import psutil
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 def test_demo_prints_both_urls_serves_them_and_stops_everything_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"PREFECT_API_URL", "HPCVIZ_GATEWAY_URL", "HPCVIZ_GATEWAY_TOKEN"}}
     env["HPCVIZ_HOME"] = str(tmp_path)
-    prefect_port, gateway_port = _free_port(), _free_port()
+    prefect_port, gateway_port = free_port(), free_port()
     log = tmp_path / "demo.log"
     demo = subprocess.Popen(
         [sys.executable, "-m", "prefect_hpcviz.cli", "demo", "--size", "32", "--steps", "2", "--workers", "1",

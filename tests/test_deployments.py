@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,20 +23,15 @@ from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.viz.datasets import write_synthetic
 from prefect_hpcviz.viz.errors import InputError
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
+from tests.helpers import free_port
 
 POOL = "hpcviz-test-process"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=_free_port(), timeout_s=180) as server:
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server
             flush_prefect_logs_and_events()

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiohttp import web
 
 from prefect_hpcviz.viz.gateway import EmbeddedGateway
 from tests.conftest import require
+from tests.helpers import free_port
 from tests.test_gateway import echo_launcher
 
 GATEWAY_DOC = Path(__file__).resolve().parents[1] / "docs" / "gateway.md"
@@ -33,12 +33,6 @@ def readme_nginx_config() -> str:
     text = GATEWAY_DOC.read_text()
     start = text.index("# /etc/nginx/conf.d/hpcviz.conf")
     return text[start : text.index("```", start)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def oauth2_proxy_stand_in() -> tuple[web.AppRunner, int]:

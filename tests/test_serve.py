@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ import msgpack
 import pytest
 from aiohttp import web
 from wslink.chunking import UnChunker, generate_chunks
+
+from tests.helpers import free_port
 
 KEY = secrets.token_urlsafe(24)
 STARTUP_DEADLINE_S = 60
@@ -164,9 +165,7 @@ async def test_serve_refuses_to_start_without_a_session_key(reduced_dir):
 
 
 async def test_a_gateway_that_never_answers_stops_the_server(reduced_dir, tmp_path):
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+    dead_port = free_port()  # a port nobody listens on
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     report_url = f"http://127.0.0.1:{dead_port}/api/sessions/abc/ready"

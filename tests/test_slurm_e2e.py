@@ -5,31 +5,24 @@ renders; stopping the session leaves no job in the queue and no process behind."
 from __future__ import annotations
 
 import html
-import io
 import json
 import subprocess
 import time
 
 import httpx
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from prefect_hpcviz.blocks import SlurmDaskCluster, SlurmLauncher, VizGateway
 from prefect_hpcviz.flows import visualize_simulation
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
+from tests.helpers import is_rendered
 
 pytestmark = [pytest.mark.slurm, pytest.mark.browser]
 
 VIEW_IMAGE_READY = "() => { const i = document.querySelector('#hpcviz-view img'); return !!i && i.naturalWidth > 0 }"
-
-
-def _is_rendered(png: bytes) -> bool:
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
-    return float(pixels.std()) > 10 and len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)) > 50
 
 
 def _squeue() -> dict[str, str]:
@@ -81,7 +74,7 @@ def test_flow_to_artifact_link_to_a_rendered_view_served_by_a_slurm_job(
         job_id = session["job_id"]
         assert session["job_kind"] == "slurm" and "RUNNING" in _squeue()[job_id]
         deadline = time.monotonic() + 30
-        while not _is_rendered(png := page.locator("#hpcviz-view").screenshot()):
+        while not is_rendered(png := page.locator("#hpcviz-view").screenshot()):
             assert time.monotonic() < deadline, "the view never showed a rendered image"
         (tmp_path / "slurm-view.png").write_bytes(png)
         pid = json.loads((tmp_path / "jobs" / f"hpcviz-{job_id}.started").read_text())["pid"]

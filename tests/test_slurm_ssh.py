@@ -16,15 +16,10 @@ import pytest
 from prefect_hpcviz.viz.backends import JobSpec, JobState
 from prefect_hpcviz.viz.backends.slurm import SlurmBackend
 from tests.conftest import require
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slurm
 SSHD = Path("/usr/sbin/sshd")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalSshd:
@@ -32,7 +27,7 @@ class LocalSshd:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.client_key = folder / "id_ed25519"
         host_key = folder / "host_ed25519"
         for key in (self.client_key, host_key):
@@ -101,7 +96,7 @@ async def _wait(backend, job_id, predicate, timeout=60.0):
 
 
 async def test_over_ssh_a_dead_command_node_is_skipped_and_a_lost_one_is_waited_for(sshd, slurm_cluster, tmp_path):
-    dead = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     live = f"127.0.0.1:{sshd.port}"
     workdir = tmp_path / "jobs"
     backend = SlurmBackend(workdir=str(workdir), partition=slurm_cluster["partition"], memory="256M", walltime="5",
@@ -137,7 +132,7 @@ def test_through_the_gateway_a_session_survives_its_command_node_going_away(sshd
 
     options = {"partition": slurm_cluster["partition"], "workdir": str(tmp_path / "jobs"), "memory": "1G",
                "walltime": "10", "serve_host": "127.0.0.1",
-               "command_nodes": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{sshd.port}"], **sshd.backend_options()}
+               "command_nodes": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{sshd.port}"], **sshd.backend_options()}
     with EmbeddedGateway(state_dir=tmp_path / "gateway", poll_interval_s=0.5) as gateway, gateway.client() as client:
         admin = httpx.Client(base_url=gateway.local_url, trust_env=False, timeout=60,
                              headers={"Authorization": f"Bearer {gateway.admin_token}"})
