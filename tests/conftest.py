@@ -95,6 +95,19 @@ def small_reduced(session_dir: Path):
 
 
 @pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """An embedded gateway on a free port with default settings, for one test module.
+
+    Modules that need other settings define their own ``gateway`` fixture.
+    """
+    from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
+
+    config = GatewayConfig(host="127.0.0.1", port=0, state_dir=tmp_path_factory.mktemp("gateway"))
+    with EmbeddedGateway(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def chromium_browser():
     """Debian's Chromium driven by Playwright's sync API (no browser download).
 

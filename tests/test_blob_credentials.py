@@ -16,7 +16,6 @@ import pytest
 from prefect_hpcviz.blocks import LocalDaskCluster, VizGateway
 from prefect_hpcviz.blocks.blob_credentials import account_url_options, blob_storage_options
 from prefect_hpcviz.viz.errors import InputError
-from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
 from prefect_hpcviz.viz.reduce import ReducedDataset
 
 prefect_azure = pytest.importorskip("prefect_azure", reason="pip install -e '.[azure]' (scripts/setup.sh does)")
@@ -25,13 +24,6 @@ AzureBlobStorageCredentials = prefect_azure.AzureBlobStorageCredentials
 RECIPE = {"steps": [{"coarsen": {"factor": 2}}]}
 AZURE_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
              "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_ID")
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    config = GatewayConfig(host="127.0.0.1", port=0, state_dir=tmp_path_factory.mktemp("gateway"))
-    with EmbeddedGateway(config) as running:
-        yield running
 
 
 @pytest.fixture

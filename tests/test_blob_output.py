@@ -10,7 +10,6 @@ import pytest
 
 from prefect_hpcviz.blocks import LocalDaskCluster, VizGateway
 from prefect_hpcviz.viz.errors import InputError
-from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
 from prefect_hpcviz.viz.reduce import ReducedDataset, read_layer
 from prefect_hpcviz.viz.reduce.remote_copy import copy_reduced
 
@@ -29,13 +28,6 @@ def blob_stamps(azurite, container: str, prefix: str) -> dict[str, tuple]:
 
     client = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
     return {b.name[len(prefix):]: (b.etag, b.last_modified) for b in client.list_blobs(name_starts_with=prefix)}
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    config = GatewayConfig(host="127.0.0.1", port=0, state_dir=tmp_path_factory.mktemp("gateway"))
-    with EmbeddedGateway(config) as running:
-        yield running
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from prefect_hpcviz.flows import regenerate_canned
 from prefect_hpcviz.viz.catalog import input_fingerprint, load_catalog, parse_catalog
 from prefect_hpcviz.viz.datasets import write_synthetic
 from prefect_hpcviz.viz.errors import InputError
-from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
 
 PRESET = {"camera": "+x", "field": "pressure", "colormap": "coolwarm", "range": [0.0, 1.0], "contours": [0.4, 0.7]}
 
@@ -60,13 +59,6 @@ def write_catalog(folder, *, broken: bool = False) -> str:
     path = folder / ("broken.yaml" if broken else "catalog.yaml")
     path.write_text(textwrap.dedent(text))
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    config = GatewayConfig(host="127.0.0.1", port=0, state_dir=tmp_path_factory.mktemp("gateway"))
-    with EmbeddedGateway(config) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,6 @@ from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
 from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.flows import visualize_simulation
 from prefect_hpcviz.viz.errors import InputError
-from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    config = GatewayConfig(host="127.0.0.1", port=0, state_dir=tmp_path_factory.mktemp("gateway"))
-    with EmbeddedGateway(config) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
