@@ -108,6 +108,17 @@ def gateway(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server`` with its UI (not the test harness), for one test module."""
+    from prefect_hpcviz.cli.prefect_server import LocalPrefectServer
+    from tests.helpers import free_port
+
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
+        yield server
+        flush_prefect_logs_and_events()
+
+
+@pytest.fixture(scope="module")
 def chromium_browser():
     """Debian's Chromium driven by Playwright's sync API (no browser download).
 

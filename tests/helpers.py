@@ -1,4 +1,4 @@
-"""Small helpers the tests share: a free loopback port; does a screenshot show a rendered scene.
+"""Small helpers the tests share: a free loopback port, polling with a deadline, screenshots.
 
 Imported as ``from tests.helpers import ...`` (pytest runs from the
 repository root, like ``from tests.conftest import require``).
@@ -12,7 +12,11 @@ Example:
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import socket
+import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -49,3 +53,34 @@ def is_rendered(png: bytes) -> bool:
     image = pixels(png)
     distinct = len(np.unique(image.reshape(-1, 3).astype(np.uint8), axis=0))
     return float(image.std()) > 10 and distinct > 50
+
+
+def wait_until(condition, timeout: float, what: str):
+    """Poll ``condition()`` until it returns something truthy (returned); AssertionError after ``timeout`` s.
+
+    Example:
+        >>> wait_until(lambda: thumbnails.count() == 3, 60, "three gallery thumbnails")
+        True
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # poll interval of a condition with a deadline
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+DOC_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+
+def keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
+    """Save a screenshot in the test's folder, and as the README's picture when ``HPCVIZ_SCREENSHOTS=docs``.
+
+    Example:
+        >>> keep_picture(page.screenshot(), "canned-gallery.png", tmp_path)
+    """
+    (tmp_path / name).write_bytes(png)
+    if os.environ.get("HPCVIZ_SCREENSHOTS") == "docs":
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / name, DOC_IMAGES / name)

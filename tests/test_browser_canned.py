@@ -8,52 +8,21 @@ test (to docs/images when HPCVIZ_SCREENSHOTS=docs, to the test's tmp dir otherwi
 
 from __future__ import annotations
 
-import os
-import shutil
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
-from prefect_hpcviz.cli.prefect_server import LocalPrefectServer
-from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.flows import regenerate_canned
 from prefect_hpcviz.viz.datasets import write_synthetic
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
-from tests.helpers import free_port, is_rendered
+from tests.helpers import is_rendered, keep_picture, wait_until
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
 VIEW_IMAGE_READY = "() => { const i = document.querySelector('#hpcviz-view img'); return !!i && i.naturalWidth > 0 }"
-
-
-def _wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # poll interval of a condition with a deadline
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
-    (tmp_path / name).write_bytes(png)
-    if os.environ.get("HPCVIZ_SCREENSHOTS") == "docs":
-        target = REPO / "docs" / "images" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / name, target)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
-        yield server
-        flush_prefect_logs_and_events()
 
 
 def _catalog(folder: Path) -> Path:
@@ -107,11 +76,11 @@ def test_click_a_gallery_thumbnail_and_the_canned_view_opens_with_its_preset(
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("Canned visualizations", exact=True).first.click()  # the gallery artifact's card
         thumbnails = page.locator('a[href*="/v/"] img[src^="data:image/png;base64,"]')
-        _wait_until(lambda: thumbnails.count() == 3, 60, "three gallery thumbnails")
+        wait_until(lambda: thumbnails.count() == 3, 60, "three gallery thumbnails")
         for i in range(3):
             thumbnails.nth(i).wait_for(state="visible", timeout=60_000)
             assert page.evaluate("(img) => img.naturalWidth", thumbnails.nth(i).element_handle()) == 240
-        _keep_picture(page.screenshot(), "canned-gallery.png", tmp_path)
+        keep_picture(page.screenshot(), "canned-gallery.png", tmp_path)
 
         link = page.locator(f'a[href="{vortex.link}"]').first
         if link.get_attribute("target") == "_blank":
@@ -129,6 +98,6 @@ def test_click_a_gallery_thumbnail_and_the_canned_view_opens_with_its_preset(
         assert "coolwarm" in app.locator("[data-testid=cmap-select]").inner_text(), "the preset's colormap"
         assert "pressure" in app.locator("[data-testid=field-select]").inner_text()
         view = app.locator("#hpcviz-view")
-        _wait_until(lambda: is_rendered(view.screenshot()), 30, "a rendered image")
-        _keep_picture(app.screenshot(), "canned-view.png", tmp_path)
+        wait_until(lambda: is_rendered(view.screenshot()), 30, "a rendered image")
+        keep_picture(app.screenshot(), "canned-view.png", tmp_path)
         context.close()

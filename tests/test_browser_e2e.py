@@ -9,51 +9,19 @@ HPCVIZ_SCREENSHOTS=docs, to the test's tmp dir otherwise).
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
-from prefect_hpcviz.cli.prefect_server import LocalPrefectServer
-from prefect_hpcviz.cli.services import flush_prefect_logs_and_events
 from prefect_hpcviz.flows import visualize_simulation
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
-from tests.helpers import free_port, is_rendered, pixels
+from tests.helpers import is_rendered, keep_picture, pixels, wait_until
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
 VIEW_IMAGE_READY = "() => { const i = document.querySelector('#hpcviz-view img'); return !!i && i.naturalWidth > 0 }"
-
-
-def _wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
-    (tmp_path / name).write_bytes(png)
-    if os.environ.get("HPCVIZ_SCREENSHOTS") == "docs":
-        target = REPO / "docs" / "images" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tmp_path / name, target)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect-home"), port=free_port(), timeout_s=180) as server:
-        yield server
-        flush_prefect_logs_and_events()
 
 
 def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
@@ -84,7 +52,7 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         thumbnail = page.locator('img[src^="data:image/png;base64,"]').first
         thumbnail.wait_for(state="visible", timeout=60_000)
         assert page.evaluate("(img) => img.naturalWidth", thumbnail.element_handle()) > 0
-        _keep_picture(page.screenshot(), "prefect-artifact.png", tmp_path)
+        keep_picture(page.screenshot(), "prefect-artifact.png", tmp_path)
 
         if link.get_attribute("target") == "_blank":
             with context.expect_page() as opened:
@@ -99,15 +67,15 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         assert app.url.startswith(f"{gateway.url}/s/{publication.viz_id}/")
         assert app.locator("#hpcviz-title").inner_text() == "Browser test run", "the app shows the registered title"
         view = app.locator("#hpcviz-view")
-        first = _wait_until(lambda: (lambda png: png if is_rendered(png) else None)(view.screenshot()), 30, "a rendered image")
-        _keep_picture(app.screenshot(), "explorer-view.png", tmp_path)
+        first = wait_until(lambda: (lambda png: png if is_rendered(png) else None)(view.screenshot()), 30, "a rendered image")
+        keep_picture(app.screenshot(), "explorer-view.png", tmp_path)
 
         label = app.locator("#hpcviz-time-label")
         before = label.inner_text()
         app.locator("[data-testid=time-slider] .v-slider-thumb").first.focus()
         app.keyboard.press("ArrowRight")
-        _wait_until(lambda: label.inner_text() != before, 15, "the time label to move on")
-        changed = _wait_until(
+        wait_until(lambda: label.inner_text() != before, 15, "the time label to move on")
+        changed = wait_until(
             lambda: (lambda png: png if is_rendered(png) and np.abs(pixels(png) - pixels(first)).mean() > 0.5 else None)(
                 view.screenshot()
             ),
