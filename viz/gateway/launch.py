@@ -569,10 +569,12 @@ class SessionManager:
         again (within about a second). A request arriving first waits for that,
         up to ``reverse_redial_s``, instead of ending the session.
         """
-        reverse = bool((viz.launcher.get("options") or {}).get("reverse"))
-        event = self._dialed.setdefault(session.id, asyncio.Event()) if reverse else None
-        if event is None or event.is_set() or session.state != READY:
+        event = self._dialed.get(session.id)
+        if (event is not None and event.is_set()) or session.state != READY:
+            return session  # every request of a session whose server dialed here: one lookup
+        if not (viz.launcher.get("options") or {}).get("reverse"):
             return session
+        event = self._dialed.setdefault(session.id, asyncio.Event())
         log.info("session %s: waiting up to %.0f s for its server to dial back", session.id,
                  self.config.reverse_redial_s)  # fmt: skip
         with contextlib.suppress(asyncio.TimeoutError):
