@@ -84,3 +84,17 @@ def keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
     if os.environ.get("HPCVIZ_SCREENSHOTS") == "docs":
         DOC_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / name, DOC_IMAGES / name)
+
+
+def click_link(context, page, link):
+    """Click a Playwright ``link``; the page it shows (a new tab when the link has ``target=_blank``).
+
+    Example:
+        >>> app = click_link(context, page, page.locator(f'a[href="{link}"]').first)
+    """
+    if link.get_attribute("target") == "_blank":
+        with context.expect_page() as opened:
+            link.click()
+        return opened.value
+    link.click()
+    return page

@@ -18,7 +18,7 @@ from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
 from prefect_hpcviz.flows import regenerate_canned
 from prefect_hpcviz.viz.datasets import write_synthetic
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
-from tests.helpers import is_rendered, keep_picture, wait_until
+from tests.helpers import click_link, is_rendered, keep_picture, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -83,13 +83,7 @@ def test_click_a_gallery_thumbnail_and_the_canned_view_opens_with_its_preset(
         keep_picture(page.screenshot(), "canned-gallery.png", tmp_path)
 
         link = page.locator(f'a[href="{vortex.link}"]').first
-        if link.get_attribute("target") == "_blank":
-            with context.expect_page() as opened:
-                link.click()
-            app = opened.value
-        else:
-            link.click()
-            app = page
+        app = click_link(context, page, link)
 
         app.wait_for_function(VIEW_IMAGE_READY, timeout=120_000)
         assert app.url.startswith(f"{gateway.url}/s/{vortex.viz_id}/")

@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect_hpcviz.blocks import LocalDaskCluster, LocalLauncher, VizGateway
 from prefect_hpcviz.flows import visualize_simulation
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayConfig
-from tests.helpers import is_rendered, keep_picture, pixels, wait_until
+from tests.helpers import click_link, is_rendered, keep_picture, pixels, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -54,13 +54,7 @@ def test_click_the_artifact_link_in_the_prefect_ui_and_explore_the_3d_view(
         assert page.evaluate("(img) => img.naturalWidth", thumbnail.element_handle()) > 0
         keep_picture(page.screenshot(), "prefect-artifact.png", tmp_path)
 
-        if link.get_attribute("target") == "_blank":
-            with context.expect_page() as opened:
-                link.click()
-            app = opened.value
-        else:
-            link.click()
-            app = page
+        app = click_link(context, page, link)
 
         app.wait_for_function(VIEW_IMAGE_READY, timeout=120_000)
         assert "token=" not in app.url, "the token leaves the address bar once exchanged"
