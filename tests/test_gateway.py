@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 
 from prefect_hpcviz.viz.errors import InputError, LaunchError
 from prefect_hpcviz.viz.gateway import EmbeddedGateway, GatewayClient, GatewayError
+from tests.helpers import free_port
 
 ECHO = Path(__file__).parent / "apps" / "echo_server.py"
 
@@ -534,9 +534,7 @@ def test_link_tokens_never_reach_the_access_log(gateway, client, caplog):
 
 
 def test_the_gateway_runs_as_a_command_until_sigterm(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

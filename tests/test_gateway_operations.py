@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from prefect_hpcviz.viz.gateway import EmbeddedGateway
 from prefect_hpcviz.viz.gateway.config import field_names
 from prefect_hpcviz.viz.gateway.registry import _SCHEMA, Registry
 from prefect_hpcviz.viz.gateway.run import config_from_args, main
+from tests.helpers import free_port
 from tests.test_gateway import Browser, echo_launcher, process_alive, wait_until
 
 SLEEPER = {"kind": "local", "options": {"grace_s": 0.5, "command": ["{python}", "-c", "import time; time.sleep(60)"]}}
@@ -284,9 +284,7 @@ def test_an_unknown_key_lists_every_known_setting(tmp_path, capsys):
 
 
 def test_the_gateway_command_runs_from_a_config_file(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(f"port: {port}\nstate_dir: {tmp_path / 'state'}\nmetrics_public: true\n")
     proc = subprocess.Popen(
