@@ -15,6 +15,9 @@ small aiohttp echo backend (``backend`` mode of this file) is reached three ways
   hello rewriter are all on the measured path.
 - chp:     configurable-http-proxy, route /s/<id> added through its REST API
   (``--no-include-prefix``, so the backend sees the same paths).
+- nginx:   only with ``--reference nginx``: a tuned C proxy as a yardstick of
+  what any proxy can reach on this machine (one process, ``/s/<id>/`` stripped,
+  streaming both ways, upstream keep-alive, 256 KiB buffers; ``NGINX_CONF``).
 
 The backend is the very process the gateway launched; direct and CHP use it too
 (``--backend-loop uvloop`` runs it on uvloop, for all three alike).
@@ -632,6 +635,61 @@ def start_chp(backend: str, viz_id: str, log_path: Path, cpus: set[int] | None =
     return proc, f"http://127.0.0.1:{port}"
 
 
+NGINX_CONF = """\
+daemon off;
+master_process off;  # one process, like the gateway and CHP: its pid is the one measured
+worker_rlimit_nofile 8192;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream viz {{ server {backend}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /s/{viz_id}/ {{
+            proxy_pass http://viz/;  # the prefix stripped, as the gateway and CHP do
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;  # streamed both ways, as the gateway and CHP stream
+            proxy_request_buffering off;
+            proxy_buffer_size 256k;  # also each upgraded websocket's buffer per direction (default 4k: 16 reads per 64 KiB)
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            client_body_buffer_size 256k;  # an unbuffered upload is read and sent in pieces of this size (default 16k)
+            client_max_body_size 0;
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(backend: str, viz_id: str, tmp: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """nginx as a reference: a tuned C proxy (one process, streaming both ways, upstream keep-alive)."""
+    if shutil.which("nginx") is None:
+        raise SystemExit("--reference nginx needs nginx: apt-get install nginx-light")
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, backend=backend.removeprefix("http://"), port=port, viz_id=viz_id))
+    checked = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(tmp)], capture_output=True, text=True)
+    if checked.returncode:
+        raise RuntimeError(f"nginx refused {conf}: {checked.stderr.strip()}")
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(tmp)],
+        stdout=open(tmp / "nginx.log", "wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/s/{viz_id}/small")
+    return proc, base
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -694,7 +752,8 @@ def fmt_rate(x: float) -> str:
 
 def orchestrate(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hpcviz-bench-gw-"))
-    gateway = chp = None
+    gateway = chp = nginx = None
+    targets = TARGETS + (("nginx",) if args.reference == "nginx" else ())
     client = None
     viz_id = gw_base = admin = None
     results: dict = {"cells": [], "memory": {}}
@@ -712,6 +771,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         chp, chp_base = start_chp(backend, viz_id, tmp / "chp.log", proxy_cpus)
         bases = {"direct": (backend, {}), "gateway": (f"{gw_base}/s/{viz_id}", cookie), "chp": (f"{chp_base}/s/{viz_id}", {})}
         pids = {"gateway": gateway.pid, "chp": chp.pid, "direct": backend_pid(session)}
+        if "nginx" in targets:
+            nginx, nginx_base = start_nginx(backend, viz_id, tmp, proxy_cpus)
+            bases["nginx"], pids["nginx"] = (f"{nginx_base}/s/{viz_id}", {}), nginx.pid
         if plan:  # the backend was started by the gateway, so it began on the proxy's CPU
             if pids["direct"] is None:
                 raise RuntimeError("cannot pin: the echo backend's process was not found")
@@ -722,14 +784,15 @@ def orchestrate(args: argparse.Namespace) -> int:
             "backend": pinned_to(pids["direct"]) if pids["direct"] else "?",
             "gateway": pinned_to(gateway.pid),
             "chp": pinned_to(chp.pid),
+            **({"nginx": pinned_to(nginx.pid)} if nginx else {}),
         } if plan else None
         print(f"pinning: {results['pinning'] or 'off'}", file=sys.stderr)
-        proxies, load_side = [gateway.pid, chp.pid], [os.getpid(), client.proc.pid, pids["direct"]]
+        proxies, load_side = [pids[t] for t in targets if t != "direct"], [os.getpid(), client.proc.pid, pids["direct"]]
         busy0, loads = busy_seconds_per_cpu(), [os.getloadavg()[0]]
         proxies0, load0 = sum(map(cpu_seconds, proxies)), sum(map(cpu_seconds, load_side))
         wall0 = time.monotonic()
         # Warm every path up once (pool connections, code paths, JIT).
-        for t in TARGETS:
+        for t in targets:
             base, headers = bases[t]
             for path, method, upload, expect in (("/small", "GET", 0, SMALL), ("/big", "GET", 0, BIG)):
                 r = client.call(op="http", url=base + path, method=method, upload=upload, expect=expect,
@@ -742,7 +805,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"{t} /ws: {r}")
 
         print(f"{IDLE_SOCKETS} idle websockets (open, close, open again)...", file=sys.stderr)
-        for t in ("direct", "gateway", "chp") if not args.only else ():
+        for t in targets if not args.only else ():
             if pids[t] is None:
                 continue
             base, headers = bases[t]
@@ -758,12 +821,12 @@ def orchestrate(args: argparse.Namespace) -> int:
         cells = [c for c in cells if not args.only or any(o in f"{c[0]} c={c[1]}" for o in args.only)]
         for name, conc, kind, spec in cells:
             row = {"test": name, "conc": conc}
-            runs: dict[str, list[dict]] = {t: [] for t in TARGETS}
+            runs: dict[str, list[dict]] = {t: [] for t in targets}
             # Several short rounds, the order of targets rotating, and the median round kept:
             # drift and other load on the machine then hit all three alike.
             for rnd in range(args.rounds):
-                k = (rnd + len(results["cells"])) % len(TARGETS)
-                for t in TARGETS[k:] + TARGETS[:k]:
+                k = (rnd + len(results["cells"])) % len(targets)
+                for t in targets[k:] + targets[:k]:
                     base, headers = bases[t]
                     cpu0 = cpu_seconds(pids.get(t))
                     if kind == "http":
@@ -776,7 +839,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     if t != "direct" and r.get("ops"):  # the proxy's own CPU time per request / round trip
                         r["cpu_us"] = (cpu_seconds(pids[t]) - cpu0) / r["ops"] * 1e6
                     runs[t].append(r)
-            for t in TARGETS:
+            for t in targets:
                 ordered = sorted(runs[t], key=lambda r: r.get("rate", 0))
                 row[t] = {**ordered[len(ordered) // 2], "rates": [r.get("rate", 0) for r in runs[t]]}
                 row[t]["errors"] = sum(r.get("errors", 0) for r in runs[t])
@@ -787,7 +850,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             loads.append(os.getloadavg()[0])
             print(
                 f"  {name:16} c={conc:<3} "
-                + "  ".join(f"{t} {row[t].get('rate', 0):9.1f}/s p50 {row[t].get('p50_ms', 0):7.2f} ms" for t in TARGETS),
+                + "  ".join(f"{t} {row[t].get('rate', 0):9.1f}/s p50 {row[t].get('p50_ms', 0):7.2f} ms" for t in targets),
                 file=sys.stderr,
             )
         busy1, wall = busy_seconds_per_cpu(), time.monotonic() - wall0
@@ -802,6 +865,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         }
         results["gateway_rss_end"] = rss(gateway.pid)
         results["chp_rss_end"] = rss(chp.pid)
+        if nginx:
+            results["nginx_rss_end"] = rss(nginx.pid)
     finally:
         if client is not None:
             client.close()
@@ -814,12 +879,14 @@ def orchestrate(args: argparse.Namespace) -> int:
             except Exception as exc:
                 print(f"revoking the benchmark visualization failed: {exc}", file=sys.stderr)
         stop(chp)
+        stop(nginx)
         stop(gateway)
         if gateway is not None and args.keep_logs:
             print(f"logs in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     results["seconds"] = time.monotonic() - t_begin
+    results["targets"] = targets
     results["host"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -827,6 +894,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
         "chp": json.loads((CHP_JS.parent.parent / "package.json").read_text())["version"],
     }
+    if nginx:
+        results["host"]["nginx"] = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     print_report(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -835,6 +904,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 def print_report(results: dict, args: argparse.Namespace) -> None:
     h = results["host"]
+    targets = results.get("targets", TARGETS)
     pinning = results.get("pinning")
     where = (
         f"pinned: proxy on CPU {pinning['gateway']} (CHP {pinning['chp']}), load generator on {pinning['load generator']}, "
@@ -845,6 +915,7 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
     flag = "" if pinning or h["cpus"] < 2 else " --no-pin"
     flag += " --load-client aiohttp" if args.load_client == "aiohttp" else ""
     flag += " --backend-loop uvloop" if args.backend_loop == "uvloop" else ""
+    flag += " --reference nginx" if "nginx" in targets else ""
     client = "raw HTTP/websocket client on uvloop" if args.load_client == "raw" else "aiohttp client"
     print(
         f"\n`.venv/bin/python benchmarks/gateway.py --duration {args.duration:g} --rounds {args.rounds}{flag}` — loopback, {h['cpus']} CPUs, "
@@ -878,7 +949,7 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
     for row in results["cells"]:
         d, g, c = (row[t] for t in TARGETS)
         unit = "req/s" if row["test"].startswith("HTTP") else "rt/s"
-        err = "".join(f" ({t}: {row[t].get('errors') or row[t].get('error')} errors)" for t in TARGETS if row[t].get("errors") or row[t].get("error"))
+        err = "".join(f" ({t}: {row[t].get('errors') or row[t].get('error')} errors)" for t in targets if row[t].get("errors") or row[t].get("error"))
         mb = ""
         if row["test"] != "HTTP GET 100 B" and row["test"] != "WS 64 B":
             mb = f" · {g['mb_s']:,.0f} MB/s"
@@ -913,11 +984,13 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
         g, c = row["gateway"].get("cpu_us"), row["chp"].get("cpu_us")
         if g and c:
             print(f"| {row['test']} | {row['conc']} | {g:,.0f} | {c:,.0f} | {c / g:.2f}x |")
+    if "nginx" in targets:
+        print_reference(results["cells"], h.get("nginx", "nginx"))
     m = results["memory"]
     print(f"\n{IDLE_SOCKETS:,} idle websockets (RSS of the proxy process, MiB):\n")
     print("| proxy | before | 1,000 open | closed | 1,000 open again | closed | KiB per websocket | 2nd round above 1st peak, KiB/ws |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for t in ("direct", "gateway", "chp"):
+    for t in targets:
         if t not in m:
             continue
         r = m[t]
@@ -929,7 +1002,23 @@ def print_report(results: dict, args: argparse.Namespace) -> None:
     if "gateway" in m and "chp" in m:
         print(f"\n\"direct\" is the backend's own RSS (aiohttp server side only). Per websocket gateway / CHP: "
               f"{ratio(m['gateway']['per_ws_kib'], m['chp']['per_ws_kib'])}.")
-    print(f"RSS at the end: gateway {results['gateway_rss_end'] / MiB:.1f} MiB, CHP {results['chp_rss_end'] / MiB:.1f} MiB.")
+    print(f"RSS at the end: gateway {results['gateway_rss_end'] / MiB:.1f} MiB, CHP {results['chp_rss_end'] / MiB:.1f} MiB"
+          + (f", nginx {results['nginx_rss_end'] / MiB:.1f} MiB." if "nginx_rss_end" in results else "."))
+
+
+def print_reference(cells: list[dict], version: str) -> None:
+    """nginx beside the gateway and CHP: how far a tuned C proxy gets on the same cores."""
+    print(f"\nReference: nginx ({version.removeprefix('nginx version: ')}), one process, streaming both ways, "
+          "upstream keep-alive; rates and the proxy's CPU per request / round trip (µs):\n")
+    print("| test | conc. | gateway | CHP | nginx | gateway / CHP | nginx / CHP | gateway / nginx | CPU µs: gateway / CHP / nginx |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in cells:
+        g, c, n = (row[t] for t in ("gateway", "chp", "nginx"))
+        cpu = " / ".join(f"{r['cpu_us']:,.0f}" if r.get("cpu_us") else "-" for r in (g, c, n))
+        print(
+            f"| {row['test']} | {row['conc']} | {fmt_rate(g['rate'])} | {fmt_rate(c['rate'])} | {fmt_rate(n['rate'])} | "
+            f"{ratio(g['rate'], c['rate'])} | {ratio(n['rate'], c['rate'])} | {ratio(g['rate'], n['rate'])} | {cpu} |"
+        )
 
 
 def main() -> int:
@@ -965,6 +1054,12 @@ def main() -> int:
         help="event loop of the aiohttp echo backend (default asyncio's, as a trame/wslink viz server runs)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the gateway's and CHP's logs")
+    p.add_argument(
+        "--reference",
+        choices=("nginx",),
+        help="also measure nginx (one process, streaming, upstream keep-alive) on the same cells: "
+        "how far a tuned C proxy gets on this machine (needs nginx on PATH)",
+    )
     p.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
