@@ -1,4 +1,4 @@
-"""Small helpers the tests share: a free loopback port, polling with a deadline, screenshots.
+"""Small helpers the tests share: a free loopback port, polling with a deadline, screenshots, docs' code.
 
 Imported as ``from tests.helpers import ...`` (pytest runs from the
 repository root, like ``from tests.conftest import require``).
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from aiohttp import web
 from PIL import Image
 
 
@@ -71,7 +72,20 @@ def wait_until(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-DOC_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOC_IMAGES = DOCS / "images"
+
+
+def doc_block(doc: Path, first_line: str) -> str:
+    """A fenced code block of a doc as printed: from its ``first_line`` up to the closing fence.
+
+    Example:
+        >>> doc_block(DOCS / "gateway.md", "# /etc/nginx/conf.d/hpcviz.conf").splitlines()[1]
+        "map $http_upgrade $connection_upgrade { default upgrade; '' ''; }"
+    """
+    text = doc.read_text()
+    start = text.index(first_line)
+    return text[start : text.index("```", start)]
 
 
 def keep_picture(png: bytes, name: str, tmp_path: Path) -> None:
@@ -98,3 +112,36 @@ def click_link(context, page, link):
         return opened.value
     link.click()
     return page
+
+
+async def oauth2_proxy_stand_in() -> tuple[web.AppRunner, int]:
+    """oauth2-proxy's contract with a login proxy in front, on a free port; ``(runner, port)``.
+
+    ``/oauth2/auth``: 202 with ``X-Auth-Request-User`` for a browser with a
+    ``login=<user>`` cookie, else 401; ``/oauth2/sign_in?rd=URL``: the sign-in page (naming ``rd``);
+    ``/oauth2/headers``: the request's headers as JSON, to see what the proxy passes on.
+
+    Example:
+        >>> runner, port = await oauth2_proxy_stand_in()
+        >>> await runner.cleanup()
+    """
+
+    async def auth(request: web.Request) -> web.Response:
+        user = request.cookies.get("login")
+        return web.Response(status=202, headers={"X-Auth-Request-User": user}) if user else web.Response(status=401)
+
+    async def sign_in(request: web.Request) -> web.Response:
+        return web.Response(text=f"sign in with your institution, then back to {request.query.get('rd', '/')}")
+
+    async def headers(request: web.Request) -> web.Response:
+        return web.json_response([[name, value] for name, value in request.headers.items()])
+
+    app = web.Application()
+    app.router.add_get("/oauth2/auth", auth)
+    app.router.add_get("/oauth2/sign_in", sign_in)
+    app.router.add_get("/oauth2/headers", headers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port

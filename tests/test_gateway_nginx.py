@@ -19,40 +19,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from prefect_hpcviz.viz.gateway import EmbeddedGateway
 from tests.conftest import require
-from tests.helpers import free_port
+from tests.helpers import DOCS, doc_block, free_port, oauth2_proxy_stand_in
 from tests.test_gateway import echo_launcher
 
-GATEWAY_DOC = Path(__file__).resolve().parents[1] / "docs" / "gateway.md"
+GATEWAY_DOC = DOCS / "gateway.md"
 
 
 def readme_nginx_config() -> str:
-    text = GATEWAY_DOC.read_text()
-    start = text.index("# /etc/nginx/conf.d/hpcviz.conf")
-    return text[start : text.index("```", start)]
-
-
-async def oauth2_proxy_stand_in() -> tuple[web.AppRunner, int]:
-    """``/oauth2/auth``: 202 + X-Auth-Request-User for a ``login`` cookie, else 401."""
-
-    async def auth(request: web.Request) -> web.Response:
-        user = request.cookies.get("login")
-        return web.Response(status=202, headers={"X-Auth-Request-User": user}) if user else web.Response(status=401)
-
-    async def sign_in(request: web.Request) -> web.Response:
-        return web.Response(text="sign in with your institution")
-
-    app = web.Application()
-    app.router.add_get("/oauth2/auth", auth)
-    app.router.add_get("/oauth2/sign_in", sign_in)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
+    return doc_block(GATEWAY_DOC, "# /etc/nginx/conf.d/hpcviz.conf")
 
 
 @pytest.fixture
