@@ -293,6 +293,21 @@ def test_a_server_that_never_reports_ready_fails_after_the_launch_timeout():
         assert not process_alive(gw.client().get(reg.id)["session"]["job_id"])
 
 
+def test_the_gateways_own_pages_are_answered_by_the_gateway_never_proxied(gateway, client):
+    reg = client.register("/d", launcher=echo_launcher(), warm=True)
+    browser = Browser(gateway)
+    browser.open(reg.link)
+    browser.wait_for_state(reg.id, "ready")
+    assert browser.get(f"/s/{reg.id}/hello", page=False).json()["raw_path"] == "/hello"  # the app: proxied
+    unknown = browser.get(f"/s/{reg.id}/__hpcviz__/nothing-here", page=False)
+    assert unknown.status_code == 404 and "raw_path" not in unknown.text  # not the echo server's answer
+    wrong = browser.get(f"/s/{reg.id}/__hpcviz__/restart", page=False)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    assert browser.http.head(f"/s/{reg.id}/__hpcviz__/status", headers={"Cookie": browser.cookie}).status_code == 200
+    stranger = Browser(gateway).get(f"/s/{reg.id}/__hpcviz__/status", page=False)  # no cookie: not for anyone
+    assert stranger.status_code == 403
+
+
 def test_start_again_launches_a_new_server(gateway, client):
     reg = client.register("/d", launcher=echo_launcher(), warm=True)
     browser = Browser(gateway)

@@ -107,12 +107,30 @@ class ViewerRoutes:
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v/{viz_id}", self.open_link)
         router.add_route("*", "/s/{viz_id}", self.add_slash)
-        router.add_get(f"/s/{{viz_id}}/{CONTROL}/status", self.status)
-        router.add_post(f"/s/{{viz_id}}/{CONTROL}/restart", self.restart)
-        router.add_get(f"/s/{{viz_id}}/{CONTROL}/logs", self.logs)
-        router.add_get(f"/s/{{viz_id}}/{CONTROL}/{reconnect.SCRIPT_NAME}", self.reconnect_script)
-        router.add_get(f"/s/{{viz_id}}/{CONTROL}/{end_notice.SCRIPT_NAME}", self.end_notice_script)
-        router.add_route("*", "/s/{viz_id}/{tail:.*}", self.app)
+        # One route for all of /s/<id>/: the gateway's own pages under CONTROL/ are answered
+        # here and never proxied (an unknown one is a 404, a wrong method a 405).
+        router.add_route("*", "/s/{viz_id}/{tail:.*}", self.under_app)
+        self._own_pages = {
+            "status": ("GET", self.status),
+            "restart": ("POST", self.restart),
+            "logs": ("GET", self.logs),
+            reconnect.SCRIPT_NAME: ("GET", self.reconnect_script),
+            end_notice.SCRIPT_NAME: ("GET", self.end_notice_script),
+        }
+
+    async def under_app(self, request: web.Request) -> web.StreamResponse:
+        """``/s/<id>/<tail>``: the gateway's own page for ``CONTROL/<name>``, the app otherwise."""
+        tail = request.match_info["tail"]
+        if not tail.startswith(CONTROL + "/"):
+            return await self.app(request)
+        name = tail[len(CONTROL) + 1 :]
+        if name not in self._own_pages:
+            raise web.HTTPNotFound()
+        method, handler = self._own_pages[name]
+        allowed = {method, "HEAD"} if method == "GET" else {method}
+        if request.method not in allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        return await handler(request)
 
     def app_path(self, viz_id: str) -> str:
         return f"{self.config.public_path}/s/{viz_id}/"
