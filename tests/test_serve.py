@@ -138,6 +138,7 @@ async def test_serve_reports_its_port_checks_the_key_and_exits_when_idle(reduced
     idle_for = time.monotonic() - closed_at
     assert rc == 0, err
     assert f"hpcviz-serve: ready on http://127.0.0.1:{port}/" in out.splitlines()
+    assert "renders on the CPU: llvmpipe" in err or "renders on the GPU: " in err  # which OpenGL, in the job's log
     assert idle_for > idle_timeout - 1  # it waited for the idle timeout, not less
     assert KEY not in out + err
 

@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None, *, prepared: tuple[str, dict[str, Any]] 
     except Exception as exc:  # a reader failing in a way we did not foresee
         return _fail(f"{args.data}: cannot open the data ({type(exc).__name__}: {exc}). Check the path.")
     log.info("%s loaded in %.2f s after process start", args.data, _since_process_start())
+    _log_renderer(app)
 
     if args.reverse:
         from prefect_hpcviz.viz.reverse_dial import tunnel_url_for
@@ -397,6 +398,23 @@ def _since_process_start() -> float:
         return time.time() - psutil.Process().create_time()
     except Exception:  # psutil missing or /proc unreadable: not worth failing for
         return float("nan")
+
+
+def _log_renderer(app: Any) -> None:
+    """Say which OpenGL the app draws with, so the job's log shows a GPU node that fell back to the CPU."""
+    window = getattr(getattr(app, "plotter", None), "render_window", None)
+    if window is None:
+        return
+    from prefect_hpcviz.viz.opengl_info import opengl_info
+
+    try:
+        info = opengl_info(window)
+    except HpcvizError:  # no context yet: nothing to say
+        return
+    if info.software:
+        log.info("renders on the CPU: %s (EGL found no GPU driver; fine without a GPU, slow for big scenes)", info)
+    else:
+        log.info("renders on the GPU: %s", info)
 
 
 def _fail(message: str) -> int:
