@@ -14,9 +14,12 @@ NVIDIA GPU it skips (fails under CI=true, like every missing component).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
@@ -100,3 +103,75 @@ def test_a_full_hd_thumbnail_renders_on_the_nvidia_gpu(gpu, small_reduced, tmp_p
     assert pixels(png).shape == (1080, 1920, 3)
     assert is_rendered(png)
     assert data_fraction(pixels(png)) > 0.05, "the data is missing from the thumbnail"
+
+
+EGL_VENDOR_DIRS = (
+    "/etc/glvnd/egl_vendor.d",
+    "/usr/share/glvnd/egl_vendor.d",
+    "/usr/local/share/glvnd/egl_vendor.d",
+    "/usr/local/nvidia/share/glvnd/egl_vendor.d",
+)
+
+# One child process per case: libglvnd reads __EGL_VENDOR_LIBRARY_FILENAMES once, when it loads.
+RENDER_CHILD = """
+import json, logging, os, sys
+os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+import pyvista as pv
+from prefect_hpcviz.viz.opengl_info import opengl_info
+ours, data, result = sys.argv[1] == "ours", sys.argv[2], {}
+if ours:  # what a Dask worker does: render_thumbnail points VTK at the GPU itself
+    from prefect_hpcviz.viz.egl_devices import list_egl_devices
+    from prefect_hpcviz.viz.thumbnail import render_thumbnail
+    result["thumbnail_bytes"] = len(render_thumbnail(data, size=(320, 200)))
+    result["devices"] = [[d.index, d.software, d.cuda_device, str(d)] for d in list_egl_devices()]
+plotter = pv.Plotter(off_screen=True, window_size=(64, 64))
+plotter.screenshot()
+info = opengl_info(plotter.render_window)
+plotter.close()
+result.update(index=os.environ.get("VTK_DEFAULT_EGL_DEVICE_INDEX"), info=str(info))
+result.update(nvidia=info.nvidia, software=info.software)
+print("RESULT " + json.dumps(result))
+"""
+
+
+def egl_vendor_file(vendor: str) -> Path | None:
+    """glvnd's vendor file for ``vendor`` (``mesa``, ``nvidia``), or ``$HPCVIZ_TEST_<VENDOR>_EGL_VENDOR``."""
+    named = os.environ.get(f"HPCVIZ_TEST_{vendor.upper()}_EGL_VENDOR")
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    found = (path for folder in EGL_VENDOR_DIRS for path in sorted(Path(folder).glob(f"*{vendor}*.json")))
+    return next(found, None)
+
+
+def render_in_child(mode: str, vendors: str, data: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "VTK_DEFAULT_EGL_DEVICE_INDEX"}
+    env["__EGL_VENDOR_LIBRARY_FILENAMES"] = vendors
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER_CHILD, mode, str(data)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"the {mode} child failed:\n{done.stdout}\n{done.stderr}"
+    print(f"{mode} child's log: {done.stderr.strip()}")  # our log line, where a choice was made
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    return {**json.loads(line.removeprefix("RESULT ")), "log": done.stderr}
+
+
+def test_with_mesa_listed_first_our_choice_renders_on_nvidia_where_vtk_alone_takes_llvmpipe(gpu, small_reduced):
+    mesa, nvidia = egl_vendor_file("mesa"), egl_vendor_file("nvidia")
+    require(mesa is not None, "Mesa's EGL vendor file", "install libegl-mesa0, or set HPCVIZ_TEST_MESA_EGL_VENDOR")
+    require(nvidia is not None, "NVIDIA's EGL vendor file", "set HPCVIZ_TEST_NVIDIA_EGL_VENDOR to 10_nvidia.json")
+    mesa_first = f"{mesa}:{nvidia}"
+
+    plain = render_in_child("plain", mesa_first, small_reduced.path)
+    ours = render_in_child("ours", mesa_first, small_reduced.path)
+    print(f"{gpu}\nEGL devices: {ours['devices']}\nVTK alone: {plain['info']}\nours: {ours['info']}")
+
+    assert plain["software"] and plain["index"] is None, f"Mesa first should give llvmpipe: {plain}"
+    software = [index for index, is_software, _, _ in ours["devices"] if is_software]
+    cuda = [index for index, _, cuda_device, _ in ours["devices"] if cuda_device is not None]
+    assert software and cuda and software[0] < cuda[0], f"expected Mesa's device before the GPU: {ours['devices']}"
+    assert ours["index"] == str(cuda[0]), f"the chooser did not pick the GPU's device: {ours}"
+    assert f"renders on EGL device {cuda[0]} of {len(ours['devices'])}: NVIDIA GPU" in ours["log"]
+    assert ours["nvidia"] and not ours["software"], f"still not on the GPU: {ours}"
+    assert ours["thumbnail_bytes"] > 1000

@@ -58,6 +58,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from prefect_hpcviz.viz.egl_devices import use_gpu_egl_device  # noqa: E402
 from prefect_hpcviz.viz.errors import HpcvizError  # noqa: E402
 
 KEY_ENV = "HPCVIZ_SESSION_KEY"
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None, *, prepared: tuple[str, dict[str, Any]] 
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging()
+    use_gpu_egl_device(log)  # before the app (or a standby's prepare()) makes its render window
     if args.standby:
         if prepared is not None:
             return _fail("a standby's assignment cannot itself ask for --standby.")

@@ -17,6 +17,7 @@ from typing import Any  # noqa: E402
 import pyvista as pv  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from prefect_hpcviz.viz.egl_devices import use_gpu_egl_device  # noqa: E402
 from prefect_hpcviz.viz.scene import build_scene, load_view_data  # noqa: E402
 from prefect_hpcviz.viz.view_preset import ViewPreset, apply_view  # noqa: E402
 
@@ -62,6 +63,7 @@ def render_thumbnail(
     if isinstance(data, (str, os.PathLike)):
         data = load_view_data(data)
     width, height = (int(v) for v in size)
+    use_gpu_egl_device()  # Dask workers and flows render here: the GPU's EGL device, not Mesa's
     plotter = pv.Plotter(off_screen=True, window_size=(width, height))
     try:
         scene = build_scene(plotter, data, step=step, field=field, cmap=cmap)
