@@ -15,6 +15,7 @@ import io
 import os
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -145,3 +146,45 @@ async def oauth2_proxy_stand_in() -> tuple[web.AppRunner, int]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, port
+
+
+def self_signed_certificate(folder: Path, host: str) -> tuple[Path, Path]:
+    """A one-day certificate for ``host`` (CN and subjectAltName) and its key, written to ``folder``.
+
+    Example:
+        >>> cert, key = self_signed_certificate(tmp_path, "viz.example.org")
+    """
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={host}",
+         "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(key), "-out", str(cert)],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def wait_ready_through(http, app_url: str, headers: dict) -> dict:
+    """Long-poll ``{app_url}__hpcviz__/status`` (as the waiting page does) until ready; the last status."""
+    state = ""
+    while state != "ready":
+        async with http.get(f"{app_url}__hpcviz__/status?since={state}&wait=10", headers=headers) as r:
+            status = await r.json()
+        state = status["state"]
+        assert state in ("queued", "starting", "ready"), status
+    return status
+
+
+async def assert_websockets_through(http, ws_url: str, origin: str, headers: dict) -> None:
+    """A 5 MiB message comes back intact from ``origin``; a page of another site gets 403."""
+    import aiohttp
+    import pytest
+
+    message = os.urandom(5 * 1024 * 1024)
+    async with http.ws_connect(ws_url, origin=origin, headers=headers, max_msg_size=0) as ws:
+        await ws.send_bytes(message)
+        assert await ws.receive_bytes(timeout=30) == message
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with http.ws_connect(ws_url, origin="https://evil.example.com", headers=headers):
+            pass
+    assert refused.value.status == 403

