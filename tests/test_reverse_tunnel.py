@@ -286,6 +286,50 @@ def test_a_request_right_after_a_restart_waits_for_the_server_to_dial_back(tmp_p
                 process.resume()
 
 
+def test_a_stream_the_server_never_dialed_ends_with_the_gateway_leaving_no_task_behind(tmp_path, caplog):
+    """A proxied connection waits for the server to dial its stream; a gateway stopping meanwhile
+    ends that wait too, rather than leaving it pending for the closed loop to destroy."""
+    import gc
+    import json
+    import socket
+    import threading
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    sleeper = {"kind": "local", "options": {"reverse": True, "command": ["{python}", "-c", "import time; time.sleep(60)"]}}
+    gw = EmbeddedGateway(state_dir=tmp_path, allowed_backend_hosts=NO_DIRECT_REPORTS, launch_timeout_s=120)
+    gw.start()
+    asked: list[dict] = []
+    control_open, asked_for_stream = threading.Event(), threading.Event()
+
+    async def hold_control(session_id: str, key: str) -> None:  # the server's control websocket, and nothing more
+        async with aiohttp.ClientSession() as http:
+            url = f"{gw.local_url}/api/sessions/{session_id}/tunnel"
+            async with http.ws_connect(url, headers={"Authorization": f"Bearer {key}"}) as control:
+                control_open.set()
+                async for message in control:  # until the gateway closes it
+                    asked.append(json.loads(message.data))
+                    asked_for_stream.set()
+
+    try:
+        with gw.client() as c:
+            session = c.launch(c.register("/d", launcher=sleeper).id)
+        key = gw.parts.registry.get_session(session["id"]).secret
+        server = threading.Thread(target=asyncio.run, args=(hold_control(session["id"], key),), daemon=True)
+        server.start()
+        port = wait_until(lambda: gw.parts.tunnels.port_of(session["id"]), 10, "the tunnel's port")
+        proxied = socket.create_connection(("127.0.0.1", port))  # what the proxy does for a browser's request
+        assert asked_for_stream.wait(10) and asked == [{"open": 1}]
+    finally:
+        gw.stop()
+    server.join(10)
+    assert not server.is_alive(), "the control websocket was not closed at shutdown"
+    assert proxied.recv(1) == b"", "the waiting connection was not closed"
+    proxied.close()
+    gc.collect()  # a task still pending is reported when it is collected
+    pending = [r.getMessage() for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+    assert pending == []
+
+
 def test_reverse_must_be_true_or_false(client):
     with pytest.raises(Exception) as info:
         client.register("/d", launcher={"kind": "local", "options": {"reverse": "yes"}})

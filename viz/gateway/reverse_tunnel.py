@@ -200,6 +200,8 @@ class ReverseTunnels:
         if tunnel.listener is not None:
             tunnel.listener.close()
         for stream in list(tunnel.streams.values()):
+            if not stream.claimed.done():  # no server will dial it now: its _carry ends here, not at the timeout
+                stream.claimed.cancel()
             stream.writer.close()  # its pipe sees the end and closes the stream's websocket
         if not tunnel.control.closed:
             with contextlib.suppress(Exception):
