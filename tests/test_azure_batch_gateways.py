@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("azure.batch", reason="pip install -e '.[azure]' (scripts/setup.sh does)")
-
 sys.path.insert(0, str(Path(__file__).parent))
 from azure_batch_double import BatchDouble  # noqa: E402
 

@@ -13,13 +13,13 @@ import json
 
 import pytest
 
+from prefect_azure import AzureBlobStorageCredentials  # the azure extra (scripts/setup.sh installs it)
+
 from prefect_hpcviz.blocks import LocalDaskCluster, VizGateway
 from prefect_hpcviz.blocks.blob_credentials import account_url_options, blob_storage_options
 from prefect_hpcviz.viz.errors import InputError
 from prefect_hpcviz.viz.reduce import ReducedDataset
 
-prefect_azure = pytest.importorskip("prefect_azure", reason="pip install -e '.[azure]' (scripts/setup.sh does)")
-AzureBlobStorageCredentials = prefect_azure.AzureBlobStorageCredentials
 
 RECIPE = {"steps": [{"coarsen": {"factor": 2}}]}
 AZURE_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
